@@ -1,0 +1,197 @@
+"""The Starlette application: routes, the security middleware, and the lifespan.
+
+``/mcp`` is served by the SDK's streamable-HTTP session manager behind :class:`McpGuard`,
+a plain ASGI middleware that checks Origin and Host, the body size, and the bearer token,
+and pins the request to the token's sandbox before the SDK sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.auth import AuthError, Principal, bearer_from_header
+from gateway.hub import Gateway
+from gateway.mcp_server import PRINCIPAL_SCOPE_KEY, build_server
+
+logger = logging.getLogger("gateway.http")
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def is_loopback_host(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_without_port(value: str) -> str:
+    if value.startswith("["):
+        return value.split("]", 1)[0] + "]"
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def json_error(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
+
+
+def jsonrpc_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class McpGuard:
+    """Origin, Host and bearer-token checks in front of the MCP endpoint."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+        settings = gateway.settings
+        self.resource_metadata_url = settings.base_url + "/.well-known/oauth-protected-resource"
+        self.allowed_origins = set(settings.allow_origins)
+        public_host = urlsplit(settings.mcp_url).netloc.lower()
+        self.check_host = is_loopback_host(settings.host)
+        self.allowed_hosts = {public_host, _host_without_port(public_host)}
+
+    def origin_allowed(self, origin: str) -> bool:
+        if origin in self.allowed_origins:
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and is_loopback_host(parts.hostname or "")
+
+    def host_allowed(self, host: str) -> bool:
+        host = host.lower()
+        return (
+            host in self.allowed_hosts
+            or is_loopback_host(_host_without_port(host))
+            or _host_without_port(host) in self.allowed_hosts
+        )
+
+    def unauthorized(self, description: str, error: str | None = "invalid_token") -> Response:
+        challenge = f'Bearer resource_metadata="{self.resource_metadata_url}"'
+        if error:
+            escaped = description.replace('"', "'")
+            challenge += f', error="{error}", error_description="{escaped}"'
+        return jsonrpc_error(401, -32001, f"Unauthorized: {description}", {"WWW-Authenticate": challenge})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k: v for k, v in scope["headers"] if k in (b"origin", b"host", b"authorization")}
+        origin = headers.get(b"origin")
+        if origin is not None and not self.origin_allowed(origin.decode("latin-1")):
+            await jsonrpc_error(403, -32600, "Forbidden: this Origin may not use the gateway")(scope, receive, send)
+            return
+        host = headers.get(b"host", b"").decode("latin-1")
+        if self.check_host and not self.host_allowed(host):
+            await jsonrpc_error(421, -32600, "Misdirected request: unknown Host")(scope, receive, send)
+            return
+        principal = await self.principal(headers.get(b"authorization"))
+        if isinstance(principal, Response):
+            await principal(scope, receive, send)
+            return
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        # The SDK binds each session to the credential that opened it; the sandbox is that credential.
+        scope["user"] = AuthenticatedUser(
+            AccessToken(token="", client_id=principal.sandbox, scopes=[], subject=principal.sandbox)
+        )
+        await self.app(scope, receive, send)
+
+    async def principal(self, authorization: bytes | None) -> Principal | Response:
+        if self.gateway.settings.no_auth:
+            return Principal(sandbox=self.gateway.default_sandbox)
+        token = bearer_from_header(authorization.decode("latin-1") if authorization else None)
+        if token is None:
+            return self.unauthorized("a bearer token is required", error=None)
+        try:
+            return self.gateway.authenticate(token)
+        except AuthError as exc:
+            return self.unauthorized(exc.description, exc.error)
+
+
+async def healthz(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return JSONResponse({"status": "ok", "version": _version(), "uptime_s": round(time.time() - gateway.started_at, 1)})
+
+
+def _version() -> str:
+    from gateway import __version__
+
+    return __version__
+
+
+async def protected_resource(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    settings = gateway.settings
+    issuer = settings.issuer if settings.issuer.startswith("http") else settings.base_url
+    return JSONResponse(
+        {
+            "resource": settings.mcp_url,
+            "authorization_servers": [issuer],
+            "bearer_methods_supported": ["header"],
+            "resource_name": "mcp-sandbox-gateway",
+        }
+    )
+
+
+async def well_known_other(request: Request) -> Response:
+    return json_error(404, "not_found", "no such metadata document")
+
+
+def create_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    server = build_server(gateway)
+    manager = StreamableHTTPSessionManager(
+        app=server,
+        max_request_body_size=gateway.settings.max_body_bytes,
+        session_idle_timeout=gateway.settings.idle_timeout * 2,
+    )
+    mcp_endpoint = McpGuard(StreamableHTTPASGIApp(manager), gateway)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with manager.run():
+            await gateway.startup()
+            try:
+                yield
+            finally:
+                await gateway.aclose()
+
+    routes: list[BaseRoute] = [
+        Route("/mcp", endpoint=mcp_endpoint, methods=["GET", "POST", "DELETE"]),
+        Route("/mcp/", endpoint=mcp_endpoint, methods=["GET", "POST", "DELETE"]),
+        Route("/healthz", endpoint=healthz, methods=["GET"]),
+        Route("/.well-known/oauth-protected-resource", endpoint=protected_resource, methods=["GET"]),
+        Route("/.well-known/oauth-protected-resource/mcp", endpoint=protected_resource, methods=["GET"]),
+        Route("/.well-known/{rest:path}", endpoint=well_known_other, methods=["GET"]),
+    ]
+    routes.extend(extra_routes or [])
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return app
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+Factory = Callable[[], Starlette]

@@ -1,0 +1,102 @@
+"""The gateway's data directory: keys, the default token, the sandbox store, pulled servers.
+
+Files that hold keys, tokens or secrets are created with mode 0600 and never rewritten once
+they exist, so restarting the gateway keeps every token it minted valid.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("MCP_GATEWAY_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".mcp-gateway"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only (created 0600, never briefly world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def _random_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii").rstrip("=")
+
+
+@dataclass(frozen=True)
+class DataDir:
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | Path | None) -> DataDir:
+        root = Path(path).expanduser() if path else default_data_dir()
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root.resolve())
+
+    def _key(self, name: str, generator: Any = _random_key) -> str:
+        path = self.path / name
+        if path.exists():
+            value = path.read_text(encoding="utf-8").strip()
+            if value:
+                return value
+        value = generator()
+        write_private(path, value + "\n")
+        return value
+
+    def signing_key(self) -> bytes:
+        text = self._key("signing.key")
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    def secrets_key(self) -> str:
+        """The Fernet key that encrypts sandbox secrets at rest (``MCP_GATEWAY_SECRETS_KEY`` wins)."""
+        env = os.environ.get("MCP_GATEWAY_SECRETS_KEY")
+        if env:
+            return env
+
+        def fernet_key() -> str:
+            return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+
+        return self._key("secrets.key", fernet_key)
+
+    def admin_key(self) -> str:
+        return self._key("admin.key")
+
+    @property
+    def token_file(self) -> Path:
+        return self.path / "token"
+
+    @property
+    def database(self) -> Path:
+        return self.path / "sandboxes.db"
+
+    @property
+    def servers_dir(self) -> Path:
+        return self.path / "servers"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "gateway.json"
+
+    def read_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        write_private(self.state_file, json.dumps(state, indent=2) + "\n")

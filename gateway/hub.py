@@ -1,0 +1,214 @@
+"""The running gateway: its catalog, sandbox store, tokens and the live routers of its sandboxes.
+
+Everything the HTTP layer needs goes through one :class:`Gateway`. A sandbox's router (and
+with it its server processes) is built on first use from the store and torn down when the
+sandbox is deleted, expires or the gateway stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mcp.shared.exceptions import MCPError
+
+from gateway.auth import AuthError, Principal, TokenService
+from gateway.catalog import Catalog, CatalogEntry, CatalogError
+from gateway.datadir import DataDir
+from gateway.redact import NO_REDACTION, Redactor
+from gateway.router import Downstream, SandboxRouter
+from gateway.sandboxes import DEFAULT_SANDBOX, Sandbox, SandboxStore
+from gateway.server_config import ServerSettings
+from gateway.settings import Settings
+from gateway.upstream.connection import INVALID_PARAMS, UpstreamError
+from gateway.upstream.launch import LaunchSpec, host_launch
+from gateway.upstream.server import ServerLimits, UpstreamServer
+
+logger = logging.getLogger("gateway")
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _repo_relative(arg: str) -> str:
+    """A relative path argument (``tests/fixtures/x.py``) names a file of the gateway's own tree."""
+    if "/" in arg and not arg.startswith(("/", "-")) and (REPO_ROOT / arg).exists():
+        return str(REPO_ROOT / arg)
+    return arg
+
+
+class Gateway:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, data: DataDir, store: SandboxStore, tokens: TokenService
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.data = data
+        self.store = store
+        self.tokens = tokens
+        self.started_at = time.time()
+        self._routers: dict[str, SandboxRouter] = {}
+        self._connections: dict[str, weakref.WeakSet[Any]] = {}
+        self._last_used: dict[str, float] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self.default_sandbox = DEFAULT_SANDBOX
+        self.admin_key = ""
+
+    # -- sandboxes -----------------------------------------------------------------------
+
+    def sandbox(self, sandbox_id: str) -> Sandbox | None:
+        sandbox = self.store.get(sandbox_id)
+        if sandbox is None or sandbox.expired:
+            return None
+        return sandbox
+
+    def authenticate(self, token: str) -> Principal:
+        """Verify a sandbox token and that its sandbox still exists."""
+        principal = self.tokens.verify(token)
+        if principal.sandbox not in self._routers and self.sandbox(principal.sandbox) is None:
+            raise AuthError("the token's sandbox does not exist (deleted or expired)")
+        return principal
+
+    def router(self, sandbox_id: str) -> SandboxRouter:
+        self._last_used[sandbox_id] = time.monotonic()
+        router = self._routers.get(sandbox_id)
+        if router is not None:
+            return router
+        sandbox = self.sandbox(sandbox_id)
+        if sandbox is None:
+            raise MCPError(INVALID_PARAMS, "this sandbox no longer exists")
+        router = self._build_router(sandbox)
+        self._routers[sandbox_id] = router
+        return router
+
+    def _build_router(self, sandbox: Sandbox) -> SandboxRouter:
+        redactor = Redactor(sandbox.secret_values()) if self.settings.redact else NO_REDACTION
+        servers: dict[str, UpstreamServer] = {}
+        prefixes: dict[str, str] = {}
+        router_ref: list[SandboxRouter] = []
+
+        async def list_changed(server: UpstreamServer, kind: str) -> None:
+            if router_ref:
+                await router_ref[0].server_lists_changed(server, kind)
+
+        for name, server_settings in sandbox.servers.items():
+            try:
+                entry = self.catalog.get(name)
+            except CatalogError:
+                logger.warning("sandbox %s enables %s, which is no longer in the catalog", sandbox.id, name)
+                continue
+            prefixes[name] = entry.tool_prefix
+            servers[name] = UpstreamServer(
+                name=name,
+                sandbox=sandbox.id,
+                launcher=self._launcher(entry, server_settings, sandbox.id),
+                log_file=self.data.logs_dir / sandbox.id / f"{name}.log",
+                limits=self._limits(entry),
+                redactor=redactor,
+                on_list_changed=list_changed,
+            )
+
+        async def notify_sessions(kind: str) -> None:
+            await self.notify_list_changed(sandbox.id, kind)
+
+        router = SandboxRouter(sandbox.id, servers, prefixes, redactor, on_list_changed=notify_sessions)
+        router_ref.append(router)
+        return router
+
+    def _limits(self, entry: CatalogEntry) -> ServerLimits:
+        limits = entry.limits
+        return ServerLimits(
+            start_timeout=float(limits.get("start_timeout", self.settings.start_timeout)),
+            call_timeout=float(limits.get("call_timeout", self.settings.call_timeout)),
+        )
+
+    def _launcher(self, entry: CatalogEntry, server_settings: ServerSettings, sandbox_id: str) -> Any:
+        async def launch() -> LaunchSpec:
+            from gateway.pull import resolve_command
+
+            try:
+                command = resolve_command(entry, self.data.path)
+            except CatalogError as exc:
+                raise UpstreamError(str(exc)) from None
+            command = [command[0], *(_repo_relative(arg) for arg in command[1:])]
+            home = self.data.path / "home" / sandbox_id / entry.name
+            return host_launch(entry, server_settings, command, home)
+
+        return launch
+
+    async def drop_router(self, sandbox_id: str) -> None:
+        router = self._routers.pop(sandbox_id, None)
+        self._connections.pop(sandbox_id, None)
+        if router is not None:
+            await router.stop()
+
+    async def delete_sandbox(self, sandbox_id: str) -> bool:
+        await self.drop_router(sandbox_id)
+        return self.store.delete(sandbox_id)
+
+    def live_routers(self) -> Mapping[str, SandboxRouter]:
+        return self._routers
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def track_connection(self, sandbox_id: str, connection: Any) -> None:
+        self._connections.setdefault(sandbox_id, weakref.WeakSet()).add(connection)
+
+    async def notify_list_changed(self, sandbox_id: str, kind: str) -> None:
+        """Tell every connected session of the sandbox that a list changed."""
+        for connection in list(self._connections.get(sandbox_id, ())):
+            try:
+                if kind == "tools":
+                    await connection.send_tool_list_changed()
+                elif kind == "prompts":
+                    await connection.send_prompt_list_changed()
+                else:
+                    await connection.send_resource_list_changed()
+            except Exception:
+                logger.debug("could not notify a session of sandbox %s", sandbox_id, exc_info=True)
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def visible_tools(self, principal: Principal, router: SandboxRouter, connection: Any) -> list[dict[str, Any]]:
+        return await router.list_tools(principal)
+
+    async def call_tool(
+        self,
+        principal: Principal,
+        router: SandboxRouter,
+        name: str,
+        arguments: dict[str, Any] | None,
+        meta: dict[str, Any] | None,
+        downstream: Downstream,
+        ctx: Any = None,
+    ) -> dict[str, Any]:
+        return await router.call_tool(principal, name, arguments, meta, downstream)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Called once the HTTP server is up. With ``--prestart`` the default sandbox starts now."""
+        if self.settings.prestart and self.sandbox(self.default_sandbox) is not None:
+            self.spawn(self.start_sandbox(self.default_sandbox))
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def start_sandbox(self, sandbox_id: str) -> None:
+        router = self.router(sandbox_id)
+        await router.ensure_started(router.servers.values())
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        routers = list(self._routers.values())
+        self._routers.clear()
+        await asyncio.gather(*(r.stop() for r in routers), return_exceptions=True)

@@ -1,0 +1,243 @@
+"""Aggregation for one sandbox: names, tools/list, tools/call, prompts, resources.
+
+A :class:`SandboxRouter` owns the sandbox's upstream servers. It merges their tools and
+prompts under namespaced names, keeps the map back to (server, original name), and routes
+calls. Everything it returns has passed through the sandbox's redactor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.auth import Principal
+from gateway.naming import exposed_name
+from gateway.redact import Redactor
+from gateway.upstream.connection import INVALID_PARAMS, UpstreamError
+from gateway.upstream.server import UpstreamServer
+
+logger = logging.getLogger("gateway.router")
+
+
+class Downstream(Protocol):
+    """The client side of one call: where its progress and server requests go."""
+
+    async def progress(self, params: dict[str, Any]) -> None: ...
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    server: str
+    original: str
+    exposed: str
+    definition: dict[str, Any]  # as the client sees it (exposed name)
+
+
+class UnknownName(UpstreamError):
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"Unknown {kind}: {name}", INVALID_PARAMS)
+
+
+class SandboxRouter:
+    def __init__(
+        self,
+        sandbox: str,
+        servers: dict[str, UpstreamServer],
+        prefixes: dict[str, str],
+        redactor: Redactor,
+        on_list_changed: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.sandbox = sandbox
+        self.servers = servers
+        self.prefixes = prefixes
+        self.redactor = redactor
+        self._on_list_changed = on_list_changed
+        self._tools: dict[str, Route] | None = None
+        self._prompts: dict[str, Route] | None = None
+        self.rejected: dict[str, str] = {}  # exposed name -> why it is not offered
+
+    # -- servers -------------------------------------------------------------------------
+
+    def visible_servers(self, principal: Principal) -> list[UpstreamServer]:
+        return [s for name, s in self.servers.items() if principal.may_use_server(name)]
+
+    async def ensure_started(self, servers: Iterable[UpstreamServer]) -> None:
+        """Start servers in parallel; one that fails leaves the others usable (its tools are absent)."""
+        pending = [s for s in servers if s.state != "running"]
+        if not pending:
+            return
+        results = await asyncio.gather(*(s.ensure_running() for s in pending), return_exceptions=True)
+        changed = False
+        for server, result in zip(pending, results, strict=True):
+            if isinstance(result, BaseException):
+                message = result.message if isinstance(result, UpstreamError) else str(result)
+                logger.warning("sandbox %s: server %s is unavailable: %s", self.sandbox, server.name, message)
+            else:
+                changed = True
+        if changed:
+            self.invalidate()
+
+    def invalidate(self) -> None:
+        self._tools = None
+        self._prompts = None
+
+    async def server_lists_changed(self, server: UpstreamServer, kind: str) -> None:
+        self.invalidate()
+        if self._on_list_changed is not None:
+            await self._on_list_changed(kind)
+
+    # -- indexes -------------------------------------------------------------------------
+
+    def _build_index(self, kind: str) -> dict[str, Route]:
+        index: dict[str, Route] = {}
+        for name, server in self.servers.items():
+            items = server.tools if kind == "tool" else server.prompts
+            for item in items:
+                original = item.get("name")
+                if not isinstance(original, str) or not original:
+                    continue
+                exposed = exposed_name(self.prefixes.get(name, name), original)
+                if exposed in index:
+                    other = index[exposed].server
+                    why = f"{kind} name {exposed!r} of server {name!r} collides with server {other!r}; not offered"
+                    if self.rejected.get(f"{name}:{exposed}") != why:
+                        logger.warning("sandbox %s: %s", self.sandbox, why)
+                    self.rejected[f"{name}:{exposed}"] = why
+                    continue
+                definition = dict(item)
+                definition["name"] = exposed
+                index[exposed] = Route(name, original, exposed, definition)
+        return index
+
+    def tool_routes(self) -> dict[str, Route]:
+        if self._tools is None:
+            self._tools = self._build_index("tool")
+        return self._tools
+
+    def prompt_routes(self) -> dict[str, Route]:
+        if self._prompts is None:
+            self._prompts = self._build_index("prompt")
+        return self._prompts
+
+    # -- tools ---------------------------------------------------------------------------
+
+    async def list_tools(self, principal: Principal) -> list[dict[str, Any]]:
+        await self.ensure_started(self.visible_servers(principal))
+        return [
+            self.redactor.value(route.definition)
+            for route in self.tool_routes().values()
+            if principal.may_use_tool(route.server, route.exposed)
+        ]
+
+    async def resolve_tool(self, principal: Principal, name: str) -> Route:
+        route = self.tool_routes().get(name)
+        if route is None:
+            # Servers not started yet have no tools listed: start what the token may see, then look again.
+            await self.ensure_started(self.visible_servers(principal))
+            route = self.tool_routes().get(name)
+        if route is None or not principal.may_use_tool(route.server, route.exposed):
+            raise UnknownName("tool", name)
+        return route
+
+    async def call_tool(
+        self,
+        principal: Principal,
+        name: str,
+        arguments: dict[str, Any] | None,
+        meta: dict[str, Any] | None,
+        downstream: Downstream | None = None,
+    ) -> dict[str, Any]:
+        route = await self.resolve_tool(principal, name)
+        params: dict[str, Any] = {"name": route.original, "arguments": arguments or {}}
+        if meta:
+            params["_meta"] = {k: v for k, v in meta.items() if k != "progressToken"}
+        result = await self._call(route.server, "tools/call", params, downstream, meta)
+        return self.redactor.value(result)
+
+    async def _call(
+        self,
+        server_name: str,
+        method: str,
+        params: dict[str, Any],
+        downstream: Downstream | None,
+        meta: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        server = self.servers[server_name]
+        wants_progress = downstream is not None and meta is not None and meta.get("progressToken") is not None
+        try:
+            return await server.call(
+                method,
+                params,
+                on_progress=downstream.progress if wants_progress and downstream else None,
+                on_request=downstream.request if downstream is not None else None,
+            )
+        except UpstreamError as exc:
+            # Upstream messages may quote secrets back at us (a bad token in an error, say).
+            raise UpstreamError(self.redactor.text(exc.message), exc.code, self.redactor.value(exc.data)) from None
+
+    # -- prompts -------------------------------------------------------------------------
+
+    async def list_prompts(self, principal: Principal) -> list[dict[str, Any]]:
+        await self.ensure_started(self.visible_servers(principal))
+        return [
+            self.redactor.value(route.definition)
+            for route in self.prompt_routes().values()
+            if principal.may_use_server(route.server)
+        ]
+
+    async def get_prompt(
+        self, principal: Principal, name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        route = self.prompt_routes().get(name)
+        if route is None:
+            await self.ensure_started(self.visible_servers(principal))
+            route = self.prompt_routes().get(name)
+        if route is None or not principal.may_use_server(route.server):
+            raise UnknownName("prompt", name)
+        params: dict[str, Any] = {"name": route.original}
+        if arguments:
+            params["arguments"] = arguments
+        return self.redactor.value(await self._call(route.server, "prompts/get", params, None, meta))
+
+    # -- resources -----------------------------------------------------------------------
+
+    async def list_resources(self, principal: Principal) -> list[dict[str, Any]]:
+        servers = self.visible_servers(principal)
+        await self.ensure_started(servers)
+        return [self.redactor.value(r) for s in servers for r in s.resources]
+
+    async def list_resource_templates(self, principal: Principal) -> list[dict[str, Any]]:
+        servers = self.visible_servers(principal)
+        await self.ensure_started(servers)
+        return [self.redactor.value(t) for s in servers for t in s.resource_templates]
+
+    def _owner_of(self, servers: list[UpstreamServer], uri: str) -> UpstreamServer | None:
+        for server in servers:
+            if any(r.get("uri") == uri for r in server.resources):
+                return server
+        for server in servers:
+            for template in server.resource_templates:
+                head = str(template.get("uriTemplate", "")).split("{", 1)[0]
+                if head and uri.startswith(head):
+                    return server
+        with_resources = [s for s in servers if s.capabilities.get("resources") is not None]
+        return with_resources[0] if len(with_resources) == 1 else None
+
+    async def read_resource(self, principal: Principal, uri: str, meta: dict[str, Any] | None) -> dict[str, Any]:
+        servers = self.visible_servers(principal)
+        await self.ensure_started(servers)
+        owner = self._owner_of(servers, uri)
+        if owner is None:
+            raise UpstreamError(f"Resource not found: {uri}", -32002)
+        params: dict[str, Any] = {"uri": uri}
+        return self.redactor.value(await self._call(owner.name, "resources/read", params, None, meta))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.stop() for s in self.servers.values()), return_exceptions=True)

@@ -1,0 +1,165 @@
+"""``mcp-gateway serve``: validate everything up front, then run the HTTP server until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from gateway.app import create_app, is_loopback_host
+from gateway.auth import TokenService
+from gateway.catalog import Catalog
+from gateway.datadir import DataDir, write_private
+from gateway.hub import Gateway
+from gateway.logs import configure_logging
+from gateway.sandboxes import DEFAULT_SANDBOX, Sandbox, SandboxStore
+from gateway.server_config import ServerSettings, parse_mcp_config, read_config_argument
+from gateway.settings import Settings
+
+logger = logging.getLogger("gateway")
+
+DEFAULT_TOKEN_TTL = 30 * 24 * 3600
+
+
+class ServeError(ValueError):
+    pass
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings(
+        host=args.host,
+        port=args.port,
+        public_url=args.public_url,
+        no_auth=args.no_auth,
+        admin_key=args.admin_key,
+        runtime=args.runtime,
+        container_engine=args.container_engine,
+        allow_origins=tuple(args.allow_origin),
+        redact=not args.no_redact,
+        accept_tool_changes=args.accept_tool_changes,
+        issuer=args.issuer,
+        jwt_public_key=args.jwt_public_key,
+        jwks_url=args.jwks_url,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        discovery=args.discovery,
+        discovery_limit=args.discovery_limit,
+        prestart=args.prestart,
+        call_timeout=args.call_timeout,
+        grace_period=args.grace_period,
+        catalog_files=tuple(Path(f) for f in args.catalog),
+    )
+
+
+def default_servers(catalog: Catalog, args: argparse.Namespace) -> dict[str, ServerSettings]:
+    config = read_config_argument(args.config) if args.config else None
+    return parse_mcp_config(catalog, config, args.servers)
+
+
+def ensure_pulled(catalog: Catalog, data: DataDir, names: list[str]) -> None:
+    """Servers named for the default sandbox are installed now, so the first call does not wait."""
+    from gateway.pull import is_pulled, pull
+
+    missing = [catalog.get(n) for n in names if not is_pulled(catalog.get(n), data.path)]
+    for entry in missing:
+        asyncio.run(pull(entry, data.path, lambda line: print(line, file=sys.stderr, flush=True)))
+
+
+def admin_key(settings: Settings, data: DataDir) -> str:
+    return settings.admin_key or os.environ.get("MCP_GATEWAY_ADMIN_KEY") or data.admin_key()
+
+
+def build_gateway(settings: Settings, data: DataDir, catalog: Catalog) -> Gateway:
+    store = SandboxStore(data.database, data.secrets_key())
+    tokens = TokenService(
+        data.signing_key(),
+        settings.mcp_url,
+        issuer=settings.issuer,
+        public_key_file=settings.jwt_public_key,
+        jwks_url=settings.jwks_url,
+        access_token=os.environ.get("GATEWAY_ACCESS_TOKEN"),
+    )
+    gateway = Gateway(settings, catalog, data, store, tokens)
+    gateway.admin_key = admin_key(settings, data)
+    return gateway
+
+
+def extra_routes(gateway: Gateway) -> list[Any]:
+    routes: list[Any] = []
+    for module_name in ("gateway.admin",):
+        try:
+            module = __import__(module_name, fromlist=["routes"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        routes.extend(module.routes(gateway))
+    return routes
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if settings.no_auth and not is_loopback_host(settings.host):
+        raise ServeError(f"--no-auth is only allowed on a loopback host (127.0.0.1, ::1), not {settings.host}")
+    configure_logging(settings.log_format, settings.log_level)
+    data = DataDir.open(args.data_dir)
+    catalog = Catalog.load(settings.catalog_files)
+    servers = default_servers(catalog, args)
+    ensure_pulled(catalog, data, sorted(servers))
+
+    gateway = build_gateway(settings, data, catalog)
+    previous = gateway.store.get(DEFAULT_SANDBOX)
+    created = previous.created_at if previous else time.time()
+    gateway.store.put(Sandbox(DEFAULT_SANDBOX, servers, created_at=created, discovery=settings.discovery))
+    data.write_state({"public_url": settings.mcp_url, "host": settings.host, "port": settings.port, "pid": os.getpid()})
+
+    token = None if gateway.tokens.external else gateway.tokens.mint(DEFAULT_SANDBOX, ttl=DEFAULT_TOKEN_TTL)
+    if token:
+        write_private(data.token_file, token + "\n")
+
+    out = sys.stdout
+    print(f"MCP endpoint: {settings.mcp_url}", file=out)
+    if servers:
+        print(f"Servers: {', '.join(sorted(servers))}", file=out)
+    else:
+        print("Servers: none yet. Add some with --servers time,everything or --config @FILE", file=out)
+    if settings.no_auth:
+        print("WARNING: --no-auth: anyone who can reach this port acts as the default sandbox", file=out)
+        print(f"Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url}", file=out)
+    elif token:
+        print(f"Token written to {data.token_file}", file=out)
+        print(
+            f'Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url} --header "Authorization: Bearer {token}"',
+            file=out,
+        )
+    out.flush()
+
+    app = create_app(gateway, extra_routes(gateway))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.grace_period),
+        lifespan="on",
+        loop="auto",
+        http="auto",
+        ws="none",
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        gateway.store.close()
+    if not server.started:
+        raise ServeError(f"could not serve on {settings.host}:{settings.port} (is the port in use?)")
+    return 0

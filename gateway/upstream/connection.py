@@ -1,0 +1,305 @@
+"""A lean JSON-RPC 2.0 connection over an MCP server's stdin/stdout.
+
+We do not use the SDK's ``ClientSession`` here: a gateway must own what it hides (request
+ids, deadlines, cancellation, progress routing, huge or endless lines) and the per-call path
+should stay thin. Messages are plain dicts parsed once with orjson; ids are the gateway's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+logger = logging.getLogger("gateway.upstream")
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+READ_CHUNK = 256 * 1024
+
+# JSON-RPC error codes the gateway itself answers with.
+INTERNAL_ERROR = -32603
+INVALID_PARAMS = -32602
+METHOD_NOT_FOUND = -32601
+REQUEST_TIMEOUT = -32001
+SERVER_UNAVAILABLE = -32002
+
+
+class UpstreamError(Exception):
+    """A call to an upstream server failed. The message names the server and is safe to show."""
+
+    def __init__(self, message: str, code: int = INTERNAL_ERROR, data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.data = data
+
+
+class ConnectionClosed(UpstreamError):
+    pass
+
+
+NotificationHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+RequestHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+ProgressHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class PendingCall:
+    method: str
+    future: asyncio.Future[dict[str, Any]]
+    on_progress: ProgressHandler | None = None
+    on_request: RequestHandler | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StdioConnection:
+    """Owns the framing and request bookkeeping of one running server process."""
+
+    def __init__(
+        self,
+        server: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_notification: NotificationHandler | None = None,
+        on_request: RequestHandler | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        on_eof: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
+        self.server = server
+        self._on_eof = on_eof
+        self._reader = reader
+        self._writer = writer
+        self._on_notification = on_notification
+        self._on_request = on_request
+        self._max = max_message_bytes
+        self._next_id = 0
+        self._pending: dict[int, PendingCall] = {}
+        self._closed_reason: str | None = None
+        self._read_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        self._read_task = asyncio.create_task(self._read_loop(), name=f"upstream-read-{self.server}")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_reason is not None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _write(self, message: dict[str, Any]) -> None:
+        if self._closed_reason is not None:
+            raise ConnectionClosed(f"server {self.server!r} is not running ({self._closed_reason})")
+        try:
+            self._writer.write(orjson.dumps(message) + b"\n")
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConnectionClosed(f"server {self.server!r} closed its input ({exc})") from None
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        self._write(message)
+        with contextlib.suppress(ConnectionError):
+            await self._writer.drain()
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = 60.0,
+        on_progress: ProgressHandler | None = None,
+        on_request: RequestHandler | None = None,
+    ) -> dict[str, Any]:
+        """Send a request and wait for its result; raise :class:`UpstreamError` on error or timeout.
+
+        If the caller is cancelled or the deadline passes, ``notifications/cancelled`` is sent
+        upstream for this request so the server can stop working on it.
+        """
+        self._next_id += 1
+        request_id = self._next_id
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            if on_progress is not None:
+                meta = dict(params.get("_meta") or {})
+                meta["progressToken"] = request_id
+                params = {**params, "_meta": meta}
+            message["params"] = params
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = PendingCall(method, future, on_progress, on_request)
+        try:
+            self._write(message)
+            await self._writer.drain()
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            await self._cancel_upstream(request_id, "timeout")
+            raise UpstreamError(
+                f"server {self.server!r} did not answer {method} within {timeout:g} s", REQUEST_TIMEOUT
+            ) from None
+        except asyncio.CancelledError:
+            await self._cancel_upstream(request_id, "cancelled by the client")
+            raise
+        except ConnectionError as exc:
+            raise ConnectionClosed(f"server {self.server!r} closed its input ({exc})") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _cancel_upstream(self, request_id: int, reason: str) -> None:
+        if self._closed_reason is None and request_id in self._pending:
+            with contextlib.suppress(UpstreamError, ConnectionError, RuntimeError):
+                await self.notify("notifications/cancelled", {"requestId": request_id, "reason": reason})
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        buffer = bytearray()
+        skipping = False  # inside a line that was already over the limit
+        try:
+            while True:
+                chunk = await self._reader.read(READ_CHUNK)
+                if not chunk:
+                    break
+                start = 0
+                while True:
+                    newline = chunk.find(b"\n", start)
+                    if newline < 0:
+                        if not skipping:
+                            buffer += chunk[start:]
+                            if len(buffer) > self._max:
+                                skipping = True
+                                buffer.clear()
+                                self._fail_pending(
+                                    f"server {self.server!r} sent a message over the {self._max // (1024 * 1024)} MiB"
+                                    " limit; it was discarded"
+                                )
+                        break
+                    if skipping:
+                        skipping = False
+                    else:
+                        buffer += chunk[start:newline]
+                        if buffer.strip():
+                            self._dispatch(bytes(buffer))
+                        buffer.clear()
+                    start = newline + 1
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            logger.debug("read from %s failed: %s", self.server, exc)
+        reason = "its output closed"
+        if self._on_eof is not None:
+            with contextlib.suppress(Exception):
+                reason = await self._on_eof()
+        self.close(reason)
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            message = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            preview = line[:80].decode("utf-8", "replace")
+            logger.warning("server %s wrote a line that is not JSON-RPC (skipped): %r", self.server, preview)
+            return
+        if not isinstance(message, dict):
+            logger.warning("server %s wrote a JSON value that is not a message (skipped)", self.server)
+            return
+        if "method" in message:
+            if "id" in message and message["id"] is not None:
+                self._spawn(self._answer_server_request(message))
+            else:
+                self._spawn(self._handle_notification(message))
+            return
+        request_id = message.get("id")
+        pending = self._pending.get(request_id) if isinstance(request_id, int) else None
+        if pending is None or pending.future.done():
+            return  # a late answer to a cancelled or timed-out request
+        if "error" in message:
+            error = message["error"] if isinstance(message["error"], dict) else {}
+            pending.future.set_exception(
+                UpstreamError(
+                    str(error.get("message", "unknown error")),
+                    int(error.get("code", INTERNAL_ERROR)),
+                    error.get("data"),
+                )
+            )
+        else:
+            result = message.get("result")
+            pending.future.set_result(result if isinstance(result, dict) else {})
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle_notification(self, message: dict[str, Any]) -> None:
+        method = message["method"]
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        if method == "notifications/progress":
+            token = params.get("progressToken")
+            pending = self._pending.get(token) if isinstance(token, int) else None
+            if pending is not None and pending.on_progress is not None:
+                try:
+                    await pending.on_progress(params)
+                except Exception:  # a client that went away must not break the server's stream
+                    logger.debug("progress for %s could not be delivered", self.server, exc_info=True)
+            return
+        if self._on_notification is not None:
+            try:
+                await self._on_notification(method, params)
+            except Exception:
+                logger.exception("handling %s from %s failed", method, self.server)
+
+    def _request_handler(self) -> RequestHandler | None:
+        """Server-to-client requests go to the newest in-flight call that can take them."""
+        for pending in reversed(self._pending.values()):
+            if pending.on_request is not None:
+                return pending.on_request
+        return self._on_request
+
+    async def _answer_server_request(self, message: dict[str, Any]) -> None:
+        method = message["method"]
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
+        if method == "ping":
+            reply["result"] = {}
+        else:
+            handler = self._request_handler()
+            try:
+                if handler is None:
+                    raise UpstreamError(f"no client can answer {method} right now", METHOD_NOT_FOUND)
+                reply["result"] = await handler(method, params)
+            except UpstreamError as exc:
+                reply["error"] = {"code": exc.code, "message": exc.message}
+            except Exception as exc:
+                logger.warning("answering %s for %s failed: %s", method, self.server, exc)
+                reply["error"] = {"code": INTERNAL_ERROR, "message": f"the client could not answer {method}"}
+        with contextlib.suppress(UpstreamError):
+            self._write(reply)
+
+    def _fail_pending(self, reason: str, code: int = INTERNAL_ERROR) -> None:
+        for pending in list(self._pending.values()):
+            if not pending.future.done():
+                pending.future.set_exception(UpstreamError(reason, code))
+
+    def close(self, reason: str) -> None:
+        """Mark the connection dead and fail every in-flight call at once."""
+        if self._closed_reason is not None:
+            return
+        self._closed_reason = reason
+        self._fail_pending(f"server {self.server!r} stopped: {reason}", SERVER_UNAVAILABLE)
+        with contextlib.suppress(Exception):
+            self._writer.close()
+
+    async def aclose(self) -> None:
+        self.close("stopped by the gateway")
+        if self._read_task is not None:
+            self._read_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._read_task
+        for task in list(self._tasks):
+            task.cancel()

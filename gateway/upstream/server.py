@@ -1,0 +1,380 @@
+"""One running MCP server of one sandbox: start, initialize, call, crash, restart, stop.
+
+The process is started on first need and reused by every session and call of the sandbox.
+When it dies, its in-flight calls fail at once and the next call starts it again, with a
+backoff; a server that keeps crashing is marked ``failed`` for a cool-down instead of being
+restarted in a hot loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.redact import NO_REDACTION, Redactor
+from gateway.upstream.connection import (
+    SERVER_UNAVAILABLE,
+    ProgressHandler,
+    RequestHandler,
+    StdioConnection,
+    UpstreamError,
+)
+from gateway.upstream.launch import LaunchSpec
+
+logger = logging.getLogger("gateway.upstream")
+
+CLIENT_PROTOCOL_VERSION = "2025-11-25"
+CRASH_WINDOW_SECONDS = 60.0
+MAX_CRASHES_IN_WINDOW = 5
+FAILED_COOLDOWN_SECONDS = 30.0
+STDERR_TAIL_LINES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    start_timeout: float = 60.0
+    call_timeout: float = 300.0
+    max_message_bytes: int = 64 * 1024 * 1024
+
+
+class UpstreamServer:
+    """A stdio MCP server process and what the gateway knows about it."""
+
+    def __init__(
+        self,
+        name: str,
+        sandbox: str,
+        launcher: Callable[[], Awaitable[LaunchSpec]],
+        log_file: Path,
+        limits: ServerLimits = ServerLimits(),
+        redactor: Redactor = NO_REDACTION,
+        on_list_changed: Callable[[UpstreamServer, str], Awaitable[None]] | None = None,
+        on_notification: Callable[[UpstreamServer, str, dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = name
+        self.sandbox = sandbox
+        self._launcher = launcher
+        self.log_file = log_file
+        self.limits = limits
+        self.redactor = redactor
+        self._on_list_changed = on_list_changed
+        self._on_notification = on_notification
+        self.state = "stopped"  # stopped, starting, running, crashed, failed, stopping
+        self.process: asyncio.subprocess.Process | None = None
+        self.connection: StdioConnection | None = None
+        self.started_at: float | None = None
+        self.restarts = 0
+        self.starts = 0
+        self.calls = 0
+        self.last_error: str | None = None
+        self.capabilities: dict[str, Any] = {}
+        self.server_info: dict[str, Any] = {}
+        self.tools: list[dict[str, Any]] = []
+        self.prompts: list[dict[str, Any]] = []
+        self.resources: list[dict[str, Any]] = []
+        self.resource_templates: list[dict[str, Any]] = []
+        self._crashes: collections.deque[float] = collections.deque(maxlen=MAX_CRASHES_IN_WINDOW)
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._start_lock = asyncio.Lock()
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._launch: LaunchSpec | None = None
+        self._stopping = False
+
+    # -- status --------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        if self.process is not None and self.process.returncode is None and self.state in ("starting", "running"):
+            return self.process.pid
+        return None
+
+    @property
+    def uptime(self) -> float | None:
+        return time.monotonic() - self.started_at if self.started_at and self.state == "running" else None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "pid": self.pid,
+            "uptime_s": round(self.uptime, 1) if self.uptime is not None else None,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "calls": self.calls,
+        }
+
+    def stderr_tail(self) -> str:
+        return "\n".join(self._stderr_tail)
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def ensure_running(self) -> StdioConnection:
+        connection = self.connection
+        if connection is not None and not connection.closed and self.state == "running":
+            return connection
+        async with self._start_lock:
+            connection = self.connection
+            if connection is not None and not connection.closed and self.state == "running":
+                return connection
+            await self._wait_for_backoff()
+            return await self._start()
+
+    async def _wait_for_backoff(self) -> None:
+        now = time.monotonic()
+        recent = [t for t in self._crashes if now - t < CRASH_WINDOW_SECONDS]
+        if len(recent) >= MAX_CRASHES_IN_WINDOW:
+            retry_in = FAILED_COOLDOWN_SECONDS - (now - recent[-1])
+            if retry_in > 0:
+                self.state = "failed"
+                raise UpstreamError(
+                    f"server {self.name!r} crashed {len(recent)} times in {CRASH_WINDOW_SECONDS:g} s and is marked"
+                    f" failed; it will be retried in {retry_in:.0f} s. Last error: {self.last_error}",
+                    SERVER_UNAVAILABLE,
+                )
+            self._crashes.clear()
+        elif len(recent) >= 2:
+            await asyncio.sleep(min(0.25 * 2 ** (len(recent) - 2), 4.0))
+
+    async def _start(self) -> StdioConnection:
+        if self._stopping:
+            raise UpstreamError(f"server {self.name!r} is shutting down", SERVER_UNAVAILABLE)
+        if self.starts:
+            self.restarts += 1
+        self.starts += 1
+        self.state = "starting"
+        self._stderr_tail.clear()
+        try:
+            await asyncio.wait_for(self._spawn_and_initialize(), self.limits.start_timeout)
+        except TimeoutError:
+            await self._kill()
+            return self._start_failed(f"did not finish starting within {self.limits.start_timeout:g} s")
+        except UpstreamError as exc:
+            await self._kill()
+            return self._start_failed(exc.message)
+        except OSError as exc:
+            await self._kill()
+            return self._start_failed(f"could not be started: {exc.strerror or exc}")
+        self.state = "running"
+        self.started_at = time.monotonic()
+        self.last_error = None if self.restarts == 0 else self.last_error
+        assert self.connection is not None
+        return self.connection
+
+    def _start_failed(self, reason: str) -> StdioConnection:
+        reason = reason.removeprefix(f"server {self.name!r} ")
+        tail = self.redactor.text(self.stderr_tail())
+        self.last_error = reason + (f"; stderr: {tail[-500:]}" if tail else "")
+        self.state = "failed"
+        self._crashes.append(time.monotonic())
+        logger.warning("server %s of sandbox %s failed to start: %s", self.name, self.sandbox, self.last_error)
+        raise UpstreamError(f"server {self.name!r} {self.last_error}", SERVER_UNAVAILABLE)
+
+    async def _spawn_and_initialize(self) -> None:
+        spec = await self._launcher()
+        self._launch = spec
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.process = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=spec.env,
+            cwd=spec.cwd,
+            start_new_session=True,
+            limit=1024 * 1024,
+        )
+        assert self.process.stdout is not None and self.process.stdin is not None
+        self._stderr_task = asyncio.create_task(self._pump_stderr(self.process))
+        connection = StdioConnection(
+            self.name,
+            self.process.stdout,
+            self.process.stdin,  # type: ignore[arg-type]
+            on_notification=self._handle_notification,
+            max_message_bytes=self.limits.max_message_bytes,
+            on_eof=self._exit_reason,
+        )
+        connection.start()
+        self.connection = connection
+        result = await connection.request(
+            "initialize",
+            {
+                "protocolVersion": CLIENT_PROTOCOL_VERSION,
+                "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": False}},
+                "clientInfo": {"name": "mcp-sandbox-gateway", "version": "0.1.0"},
+            },
+            timeout=None,
+        )
+        self.capabilities = result.get("capabilities") or {}
+        self.server_info = result.get("serverInfo") or {}
+        await connection.notify("notifications/initialized")
+        await self.refresh_lists()
+
+    async def _exit_reason(self) -> str:
+        process = self.process
+        if process is None:
+            return "its output closed"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 1.0)
+        if self._stderr_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), 0.5)
+        code = process.returncode
+        if code is None:
+            reason = "it closed its output"
+        elif code < 0:
+            reason = f"it was killed by signal {signal.Signals(-code).name}"
+        else:
+            reason = f"it exited with code {code}"
+        if not self._stopping and self.state == "running":
+            self.state = "crashed"
+            self._crashes.append(time.monotonic())
+            tail = self.redactor.text(self.stderr_tail())
+            self.last_error = reason + (f"; stderr: {tail[-300:]}" if tail else "")
+            logger.warning("server %s of sandbox %s stopped: %s", self.name, self.sandbox, self.last_error)
+        return reason
+
+    async def _pump_stderr(self, process: asyncio.subprocess.Process) -> None:
+        """Copy the server's stderr to its own log file (redacted), keeping a short tail for errors."""
+        assert process.stderr is not None
+        with open(self.log_file, "ab") as log:
+            while True:
+                try:
+                    line = await process.stderr.readline()
+                except ValueError:  # a line over the limit: take what is there
+                    line = await process.stderr.read(64 * 1024)
+                except (ConnectionError, asyncio.CancelledError):
+                    break
+                if not line:
+                    break
+                line = self.redactor.bytes(line)
+                log.write(line)
+                log.flush()
+                self._stderr_tail.append(line.decode("utf-8", "replace").rstrip()[:500])
+
+    # -- lists ---------------------------------------------------------------------------
+
+    async def _list_all(self, method: str, key: str) -> list[dict[str, Any]]:
+        assert self.connection is not None
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(100):  # a paginator that never ends cannot hang us
+            params = {"cursor": cursor} if cursor else {}
+            result = await self.connection.request(method, params, timeout=self.limits.start_timeout)
+            items.extend(item for item in result.get(key) or [] if isinstance(item, dict))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+        return items
+
+    async def refresh_lists(self, which: str | None = None) -> None:
+        caps = self.capabilities
+        if caps.get("tools") is not None and which in (None, "tools"):
+            self.tools = await self._list_all("tools/list", "tools")
+        if caps.get("prompts") is not None and which in (None, "prompts"):
+            self.prompts = await self._list_all("prompts/list", "prompts")
+        if caps.get("resources") is not None and which in (None, "resources"):
+            self.resources = await self._list_all("resources/list", "resources")
+            try:
+                self.resource_templates = await self._list_all("resources/templates/list", "resourceTemplates")
+            except UpstreamError:
+                self.resource_templates = []
+
+    async def _handle_notification(self, method: str, params: dict[str, Any]) -> None:
+        kinds = {
+            "notifications/tools/list_changed": "tools",
+            "notifications/prompts/list_changed": "prompts",
+            "notifications/resources/list_changed": "resources",
+        }
+        if method in kinds:
+            try:
+                await self.refresh_lists(kinds[method])
+            except UpstreamError as exc:
+                logger.warning("refreshing %s of %s failed: %s", kinds[method], self.name, exc.message)
+                return
+            if self._on_list_changed is not None:
+                await self._on_list_changed(self, kinds[method])
+        elif self._on_notification is not None:
+            await self._on_notification(self, method, params)
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any],
+        timeout: float | None = None,
+        on_progress: ProgressHandler | None = None,
+        on_request: RequestHandler | None = None,
+    ) -> dict[str, Any]:
+        connection = await self.ensure_running()
+        self.calls += 1
+        return await connection.request(
+            method,
+            params,
+            timeout=timeout or self.limits.call_timeout,
+            on_progress=on_progress,
+            on_request=on_request,
+        )
+
+    # -- stop ----------------------------------------------------------------------------
+
+    async def _kill(self, grace: float = 2.0) -> None:
+        """Stop the process: close stdin, then SIGTERM, then SIGKILL, to its whole process group."""
+        process = self.process
+        connection = self.connection
+        if connection is not None:
+            await connection.aclose()
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(Exception):
+                if process.stdin is not None:
+                    process.stdin.close()
+            for sig, wait in ((None, grace / 2), (signal.SIGTERM, grace / 2), (signal.SIGKILL, 5.0)):
+                if sig is not None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(process.pid, sig)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), wait)
+                    break
+        if process is not None:
+            # The group may hold children (npm wrappers) that outlived the leader.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        if self._stderr_task is not None:
+            self._stderr_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._stderr_task
+        spec = self._launch
+        for command in spec.cleanup if spec else []:
+            with contextlib.suppress(OSError):
+                cleanup = await asyncio.create_subprocess_exec(
+                    *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(cleanup.wait(), 15)
+
+    async def stop(self) -> None:
+        """Stop for good (sandbox deleted, gateway exiting). Does not wait for a start in progress."""
+        self._stopping = True
+        self.state = "stopping"
+        await self._kill()
+        self.state = "stopped"
+        self.connection = None
+
+    async def idle_stop(self) -> None:
+        """Stop to save resources; the next call starts the server again."""
+        async with self._start_lock:
+            if self.connection is not None and self.connection.in_flight:
+                return
+            self.state = "stopping"
+            await self._kill()
+            self.state = "stopped"
+            self.connection = None
