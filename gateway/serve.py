@@ -136,10 +136,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url}", file=out)
     elif token:
         print(f"Token written to {data.token_file}", file=out)
-        print(
-            f'Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url} --header "Authorization: Bearer {token}"',
-            file=out,
-        )
+        header = f'--header "Authorization: Bearer {token}"'
+        print(f"Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url} {header}", file=out)
     out.flush()
 
     app = create_app(gateway, extra_routes(gateway))
