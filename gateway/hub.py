@@ -11,10 +11,12 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 from mcp.shared.exceptions import MCPError
 
 from gateway.auth import AuthError, Principal, TokenService
@@ -42,6 +44,30 @@ def _repo_relative(arg: str) -> str:
     return arg
 
 
+@dataclass(slots=True)
+class CallRecord:
+    """One tools/call as observers (metrics, audit) see it: names and sizes, never values."""
+
+    time: float
+    sandbox: str
+    session: str | None
+    tool: str
+    args: list[str]
+    server: str | None = None
+    outcome: str = "ok"  # ok, tool_error, error, unknown_tool, cancelled
+    error: str | None = None
+    duration_ms: float = 0.0
+    result_bytes: int = 0
+
+
+class Service(Protocol):
+    """Something that runs alongside the gateway (a reaper, a metrics listener)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Gateway:
     def __init__(
         self, settings: Settings, catalog: Catalog, data: DataDir, store: SandboxStore, tokens: TokenService
@@ -58,6 +84,8 @@ class Gateway:
         self._background: set[asyncio.Task[Any]] = set()
         self.default_sandbox = DEFAULT_SANDBOX
         self.admin_key = ""
+        self.observers: list[Callable[[CallRecord], None]] = []
+        self.services: list[Service] = []
 
     # -- sandboxes -----------------------------------------------------------------------
 
@@ -185,14 +213,46 @@ class Gateway:
         arguments: dict[str, Any] | None,
         meta: dict[str, Any] | None,
         downstream: Downstream,
-        ctx: Any = None,
+        session_id: str | None = None,
     ) -> dict[str, Any]:
-        return await router.call_tool(principal, name, arguments, meta, downstream)
+        started = time.perf_counter()
+        record = CallRecord(
+            time=time.time(),
+            sandbox=principal.sandbox,
+            session=session_id,
+            tool=name,
+            args=sorted(arguments) if isinstance(arguments, dict) else [],
+        )
+        try:
+            result = await router.call_tool(principal, name, arguments, meta, downstream)
+        except UpstreamError as exc:
+            record.outcome = "unknown_tool" if exc.code == INVALID_PARAMS else "error"
+            record.error = type(exc).__name__ if exc.code != INVALID_PARAMS else "UnknownTool"
+            raise
+        except BaseException as exc:
+            record.outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+            record.error = type(exc).__name__
+            raise
+        else:
+            record.outcome = "tool_error" if result.get("isError") else "ok"
+            record.result_bytes = len(orjson.dumps(result)) if self.observers else 0
+            return result
+        finally:
+            record.duration_ms = (time.perf_counter() - started) * 1000
+            route = router.tool_routes().get(name)
+            record.server = route.server if route else None
+            for observer in self.observers:
+                try:
+                    observer(record)
+                except Exception:
+                    logger.exception("a call observer failed")
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def startup(self) -> None:
         """Called once the HTTP server is up. With ``--prestart`` the default sandbox starts now."""
+        for service in self.services:
+            await service.start()
         if self.settings.prestart and self.sandbox(self.default_sandbox) is not None:
             self.spawn(self.start_sandbox(self.default_sandbox))
 
@@ -207,6 +267,11 @@ class Gateway:
         await router.ensure_started(router.servers.values())
 
     async def aclose(self) -> None:
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:
+                logger.exception("stopping a service failed")
         for task in list(self._background):
             task.cancel()
         routers = list(self._routers.values())

@@ -106,7 +106,8 @@ def build_server(gateway: Gateway) -> GatewayServer:
         meta = _meta(params)
         call = ClientCall(ctx, (meta or {}).get("progressToken"))
         try:
-            result = await gateway.call_tool(principal, router, params.name, params.arguments, meta, call, ctx)
+            session_id = ctx.session._connection.session_id
+            result = await gateway.call_tool(principal, router, params.name, params.arguments, meta, call, session_id)
         except UpstreamError as exc:
             raise fail(exc) from None
         return types.CallToolResult.model_validate(result)

@@ -57,6 +57,8 @@ class SandboxRouter:
         self.prefixes = prefixes
         self.redactor = redactor
         self._on_list_changed = on_list_changed
+        # Hook for tool integrity checks: (server, kind, definition) -> offer it?
+        self.admit: Callable[[str, str, dict[str, Any]], bool] | None = None
         self._tools: dict[str, Route] | None = None
         self._prompts: dict[str, Route] | None = None
         self.rejected: dict[str, str] = {}  # exposed name -> why it is not offered
@@ -100,6 +102,8 @@ class SandboxRouter:
             for item in items:
                 original = item.get("name")
                 if not isinstance(original, str) or not original:
+                    continue
+                if self.admit is not None and not self.admit(name, kind, item):
                     continue
                 exposed = exposed_name(self.prefixes.get(name, name), original)
                 if exposed in index:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -92,16 +93,31 @@ def build_gateway(settings: Settings, data: DataDir, catalog: Catalog) -> Gatewa
     return gateway
 
 
-def extra_routes(gateway: Gateway) -> list[Any]:
+# Feature modules: each may define ``install(gateway)`` (observers, services) and ``routes(gateway)``.
+FEATURES = (
+    "gateway.admin",
+    "gateway.status",
+    "gateway.observe",
+    "gateway.discovery",
+    "gateway.integrity",
+    "gateway.lifecycle",
+)
+
+
+def install_features(gateway: Gateway) -> list[Any]:
+    """Let each feature module hook into the gateway; return the HTTP routes they add."""
     routes: list[Any] = []
-    for module_name in ("gateway.admin",):
+    for module_name in FEATURES:
         try:
-            module = __import__(module_name, fromlist=["routes"])
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name != module_name:
                 raise
             continue
-        routes.extend(module.routes(gateway))
+        if hasattr(module, "install"):
+            module.install(gateway)
+        if hasattr(module, "routes"):
+            routes.extend(module.routes(gateway))
     return routes
 
 
@@ -140,7 +156,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url} {header}", file=out)
     out.flush()
 
-    app = create_app(gateway, extra_routes(gateway))
+    app = create_app(gateway, install_features(gateway))
     config = uvicorn.Config(
         app,
         host=settings.host,
