@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import RunningGateway, start_gateway
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
+    """Start real gateways (``start_gateway`` arguments); every one is stopped after the test."""
+    started: list[RunningGateway] = []
+    counter = iter(range(1000))
+
+    def start(*args: Any, **kwargs: Any) -> RunningGateway:
+        kwargs.setdefault("workdir", tmp_path / f"gw{next(counter)}")
+        gateway = start_gateway(*args, **kwargs)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
