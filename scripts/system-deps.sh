@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# System packages the tests use: bubblewrap (sandboxed servers), podman + runc (containers).
+# Installed with apt when missing and when we are root; otherwise the tests that need them skip.
+set -uo pipefail
+need=()
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+command -v podman >/dev/null 2>&1 || need+=(podman)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+command -v git >/dev/null 2>&1 || need+=(git)
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing system packages: ${need[*]}"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}") \
+    >/tmp/mcp-gateway-apt.log 2>&1 || echo "warning: apt-get install failed (see /tmp/mcp-gateway-apt.log); those tests will skip"
+fi
+exit 0
