@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import AuthError, Principal, bearer_from_header
 from gateway.hub import Gateway
@@ -59,6 +59,20 @@ def jsonrpc_error(status: int, code: int, message: str, headers: dict[str, str] 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def send_with_retry_after(send: Send) -> Send:
+    """Add ``Retry-After`` to the SDK's 503 (session limit) answers so clients back off instead of failing."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 503:
+            headers = list(message.get("headers", []))
+            if not any(k.lower() == b"retry-after" for k, _ in headers):
+                headers.append((b"retry-after", b"5"))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
 class McpGuard:
     """Origin, Host and bearer-token checks in front of the MCP endpoint."""
 
@@ -71,6 +85,8 @@ class McpGuard:
         public_host = urlsplit(settings.mcp_url).netloc.lower()
         self.check_host = is_loopback_host(settings.host)
         self.allowed_hosts = {public_host, _host_without_port(public_host)}
+        self.max_inflight = settings.max_inflight_per_sandbox
+        self.inflight: dict[str, int] = {}
 
     def origin_allowed(self, origin: str) -> bool:
         if origin in self.allowed_origins:
@@ -115,7 +131,24 @@ class McpGuard:
         scope["user"] = AuthenticatedUser(
             AccessToken(token="", client_id=principal.sandbox, scopes=[], subject=principal.sandbox)
         )
-        await self.app(scope, receive, send)
+        if scope["method"] != "POST":  # GET streams are long-lived and DELETE is cheap: not counted
+            await self.app(scope, receive, send_with_retry_after(send))
+            return
+        sandbox = principal.sandbox
+        if self.inflight.get(sandbox, 0) >= self.max_inflight:
+            busy = jsonrpc_error(429, -32000, "Too many concurrent requests for this sandbox; retry shortly")
+            busy.headers["Retry-After"] = "1"
+            await busy(scope, receive, send)
+            return
+        self.inflight[sandbox] = self.inflight.get(sandbox, 0) + 1
+        try:
+            await self.app(scope, receive, send_with_retry_after(send))
+        finally:
+            left = self.inflight[sandbox] - 1
+            if left:
+                self.inflight[sandbox] = left
+            else:
+                del self.inflight[sandbox]
 
     async def principal(self, authorization: bytes | None) -> Principal | Response:
         if self.gateway.settings.no_auth:
@@ -163,6 +196,7 @@ def create_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None) ->
     manager = StreamableHTTPSessionManager(
         app=server,
         max_request_body_size=gateway.settings.max_body_bytes,
+        max_sessions=gateway.settings.max_sessions,
         session_idle_timeout=gateway.settings.idle_timeout * 2,
     )
     mcp_endpoint = McpGuard(StreamableHTTPASGIApp(manager), gateway)

@@ -95,6 +95,12 @@ def build_parser() -> Parser:
     serve.add_argument("--discovery", choices=["auto", "on", "off"], default="auto")
     serve.add_argument("--discovery-limit", type=positive_int, default=128)
     serve.add_argument("--prestart", action="store_true", help="start the default sandbox's servers at once")
+    serve.add_argument(
+        "--max-concurrent-requests",
+        type=positive_int,
+        default=64,
+        help="in-flight MCP requests per sandbox before 429",
+    )
     serve.add_argument("--call-timeout", type=float, default=300.0, help="seconds an upstream call may take")
     serve.add_argument("--grace-period", type=float, default=10.0, help="seconds to finish calls on shutdown")
 
@@ -123,7 +129,7 @@ def build_parser() -> Parser:
     add_data_dir(pull)
     add_catalog(pull)
 
-    for module in ("gateway.cli_remote",):
+    for module in ("gateway.cli_remote", "gateway.cli_sandbox"):
         with_module(module, lambda m: m.register(commands))
     return parser
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -24,11 +25,11 @@ from gateway.catalog import Catalog, CatalogEntry, CatalogError
 from gateway.datadir import DataDir
 from gateway.redact import NO_REDACTION, Redactor
 from gateway.router import Downstream, SandboxRouter
-from gateway.sandboxes import DEFAULT_SANDBOX, Sandbox, SandboxStore
-from gateway.server_config import ServerSettings
+from gateway.sandboxes import DEFAULT_SANDBOX, Sandbox, SandboxStore, check_sandbox_id, new_sandbox_id
+from gateway.server_config import ServerSettings, parse_mcp_config
 from gateway.settings import Settings
 from gateway.upstream.connection import INVALID_PARAMS, UpstreamError
-from gateway.upstream.launch import LaunchSpec, host_launch
+from gateway.upstream.launch import LaunchSpec
 from gateway.upstream.server import ServerLimits, UpstreamServer
 
 logger = logging.getLogger("gateway")
@@ -58,6 +59,7 @@ class CallRecord:
     error: str | None = None
     duration_ms: float = 0.0
     result_bytes: int = 0
+    upstream_ms: float | None = None  # time in the upstream call itself; None when it never got there
 
 
 class Service(Protocol):
@@ -81,11 +83,14 @@ class Gateway:
         self._routers: dict[str, SandboxRouter] = {}
         self._connections: dict[str, weakref.WeakSet[Any]] = {}
         self._last_used: dict[str, float] = {}
+        self._expires: dict[str, float | None] = {}  # live routers' sandbox expiry
         self._background: set[asyncio.Task[Any]] = set()
         self.default_sandbox = DEFAULT_SANDBOX
         self.admin_key = ""
         self.observers: list[Callable[[CallRecord], None]] = []
         self.services: list[Service] = []
+        # (sandbox, server, kind, definition) -> offer it? Set by the integrity feature.
+        self.tool_admission: Callable[[str, str, str, dict[str, Any]], bool] | None = None
 
     # -- sandboxes -----------------------------------------------------------------------
 
@@ -98,9 +103,40 @@ class Gateway:
     def authenticate(self, token: str) -> Principal:
         """Verify a sandbox token and that its sandbox still exists."""
         principal = self.tokens.verify(token)
-        if principal.sandbox not in self._routers and self.sandbox(principal.sandbox) is None:
+        if principal.sandbox in self._routers:
+            expires_at = self._expires.get(principal.sandbox)
+            if expires_at is not None and time.time() >= expires_at:
+                raise AuthError("the token's sandbox has expired")
+        elif self.sandbox(principal.sandbox) is None:
             raise AuthError("the token's sandbox does not exist (deleted or expired)")
         return principal
+
+    def create_sandbox(
+        self,
+        mcp: Any,
+        sandbox_id: str | None = None,
+        ttl: float | None = None,
+        discovery: str | None = None,
+    ) -> Sandbox:
+        """Validate an E2B-style ``mcp`` config against the catalog and store a new sandbox.
+
+        Raises :class:`CatalogError` (bad config) or :class:`SandboxError` (bad or taken id).
+        """
+        servers = parse_mcp_config(self.catalog, mcp)
+        sandbox_id = check_sandbox_id(sandbox_id) if sandbox_id is not None else new_sandbox_id()
+        existing = self.store.get(sandbox_id)
+        if existing is not None and existing.expired:
+            self.store.delete(sandbox_id)  # the reaper has not got to it yet
+        now = time.time()
+        sandbox = Sandbox(
+            sandbox_id,
+            servers,
+            created_at=now,
+            expires_at=now + ttl if ttl else None,
+            discovery=discovery or self.settings.discovery,
+        )
+        self.store.create(sandbox)
+        return sandbox
 
     def router(self, sandbox_id: str) -> SandboxRouter:
         self._last_used[sandbox_id] = time.monotonic()
@@ -112,6 +148,7 @@ class Gateway:
             raise MCPError(INVALID_PARAMS, "this sandbox no longer exists")
         router = self._build_router(sandbox)
         self._routers[sandbox_id] = router
+        self._expires[sandbox_id] = sandbox.expires_at
         return router
 
     def _build_router(self, sandbox: Sandbox) -> SandboxRouter:
@@ -145,6 +182,9 @@ class Gateway:
             await self.notify_list_changed(sandbox.id, kind)
 
         router = SandboxRouter(sandbox.id, servers, prefixes, redactor, on_list_changed=notify_sessions)
+        if self.tool_admission is not None:
+            admission = self.tool_admission
+            router.admit = lambda server, kind, definition: admission(sandbox.id, server, kind, definition)
         router_ref.append(router)
         return router
 
@@ -158,29 +198,45 @@ class Gateway:
     def _launcher(self, entry: CatalogEntry, server_settings: ServerSettings, sandbox_id: str) -> Any:
         async def launch() -> LaunchSpec:
             from gateway.pull import resolve_command
+            from gateway.upstream.runtimes import runtimes_for
 
-            try:
-                command = resolve_command(entry, self.data.path)
-            except CatalogError as exc:
-                raise UpstreamError(str(exc)) from None
-            command = [command[0], *(_repo_relative(arg) for arg in command[1:])]
+            def command() -> list[str]:  # raises CatalogError (not pulled, no command)
+                argv = resolve_command(entry, self.data.path)
+                return [argv[0], *(_repo_relative(arg) for arg in argv[1:])]
+
             home = self.data.path / "home" / sandbox_id / entry.name
-            return host_launch(entry, server_settings, command, home)
+            runtimes = runtimes_for(self.settings.runtime, self.settings.container_engine, self.data.path)
+            return await runtimes.launch(entry, server_settings, sandbox_id, home, command)
 
         return launch
 
     async def drop_router(self, sandbox_id: str) -> None:
         router = self._routers.pop(sandbox_id, None)
         self._connections.pop(sandbox_id, None)
+        self._expires.pop(sandbox_id, None)
+        self._last_used.pop(sandbox_id, None)
         if router is not None:
             await router.stop()
 
     async def delete_sandbox(self, sandbox_id: str) -> bool:
+        """Erase the sandbox first (so no request can rebuild its router), then stop its servers."""
+        deleted = self.store.delete(sandbox_id)
         await self.drop_router(sandbox_id)
-        return self.store.delete(sandbox_id)
+        home = self.data.path / "home" / sandbox_id
+        if home.is_dir():
+            await asyncio.to_thread(shutil.rmtree, home, True)
+        return deleted
+
+    def last_used(self, sandbox_id: str) -> float | None:
+        """When (``time.monotonic()``) a request last reached the sandbox's router."""
+        return self._last_used.get(sandbox_id)
 
     def live_routers(self) -> Mapping[str, SandboxRouter]:
         return self._routers
+
+    def open_sessions(self) -> dict[str, int]:
+        """MCP sessions per sandbox that are still connected (those that listed or called something)."""
+        return {sandbox: len(conns) for sandbox, conns in list(self._connections.items()) if len(conns)}
 
     # -- sessions ------------------------------------------------------------------------
 
@@ -203,7 +259,11 @@ class Gateway:
     # -- calls ---------------------------------------------------------------------------
 
     async def visible_tools(self, principal: Principal, router: SandboxRouter, connection: Any) -> list[dict[str, Any]]:
-        return await router.list_tools(principal)
+        """tools/list: answered from the tool record (toolcache.py), narrowed per session by discovery.py."""
+        from gateway import discovery, toolcache
+
+        tools = await toolcache.list_tools(self, principal, router)
+        return await discovery.session_tools(self, principal, router, connection, tools)
 
     async def call_tool(
         self,
@@ -215,6 +275,14 @@ class Gateway:
         downstream: Downstream,
         session_id: str | None = None,
     ) -> dict[str, Any]:
+        if name.startswith("gateway__"):  # discovery's own tools (gateway/discovery.py)
+            from gateway import discovery
+
+            connections = self._connections.get(principal.sandbox, ())
+            connection = next((c for c in connections if session_id and c.session_id == session_id), None)
+            handled = await discovery.call_tool(self, principal, router, name, arguments, connection)
+            if handled is not None:
+                return handled
         started = time.perf_counter()
         record = CallRecord(
             time=time.time(),
@@ -223,7 +291,11 @@ class Gateway:
             tool=name,
             args=sorted(arguments) if isinstance(arguments, dict) else [],
         )
+        upstream_started: float | None = None
         try:
+            # Resolving may start servers: that is gateway time, the call after it upstream time.
+            await router.resolve_tool(principal, name)
+            upstream_started = time.perf_counter()
             result = await router.call_tool(principal, name, arguments, meta, downstream)
         except UpstreamError as exc:
             record.outcome = "unknown_tool" if exc.code == INVALID_PARAMS else "error"
@@ -238,7 +310,10 @@ class Gateway:
             record.result_bytes = len(orjson.dumps(result)) if self.observers else 0
             return result
         finally:
-            record.duration_ms = (time.perf_counter() - started) * 1000
+            finished = time.perf_counter()
+            record.duration_ms = (finished - started) * 1000
+            if upstream_started is not None:
+                record.upstream_ms = (finished - upstream_started) * 1000
             route = router.tool_routes().get(name)
             record.server = route.server if route else None
             for observer in self.observers:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         discovery_limit=args.discovery_limit,
         prestart=args.prestart,
         call_timeout=args.call_timeout,
+        max_inflight_per_sandbox=args.max_concurrent_requests,
         grace_period=args.grace_period,
         catalog_files=tuple(Path(f) for f in args.catalog),
     )
@@ -121,6 +124,60 @@ def install_features(gateway: Gateway) -> list[Any]:
     return routes
 
 
+# Of the grace period, this share (at most STOP_RESERVE_MAX seconds) is kept for stopping servers.
+STOP_RESERVE_SHARE = 0.25
+STOP_RESERVE_MAX = 2.5
+
+
+def call_grace(grace_period: float) -> float:
+    """The part of the grace period in-flight calls may use; the rest is for stopping servers."""
+    return max(0.0, grace_period - min(STOP_RESERVE_MAX, grace_period * STOP_RESERVE_SHARE))
+
+
+class GatewayUvicorn(uvicorn.Server):
+    """uvicorn, with a graceful shutdown that fits a gateway.
+
+    On SIGTERM/SIGINT uvicorn stops accepting connections, then waits for every open connection
+    to close. An MCP client's event stream (GET /mcp) never closes by itself, so that wait would
+    always last the whole grace period; here it lasts until no upstream-bound request (a tool
+    call, a prompt, a resource read) is in progress, or the grace period (less the time kept to
+    stop the servers) is over. The lifespan's shutdown then stops every server. A second SIGINT
+    still forces the exit. Unlike plain uvicorn, the caught signal is not raised again on the
+    way out: a graceful stop exits 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+    def busy(self) -> bool:
+        from gateway.mcp_server import active_requests
+
+        upstream = sum(
+            server.connection.in_flight
+            for router in list(self.gateway.live_routers().values())
+            for server in router.servers.values()
+            if server.connection is not None and not server.connection.closed
+        )
+        return upstream > 0 or active_requests(self.gateway) > 0
+
+    async def _wait_tasks_to_complete(self) -> None:
+        idle_polls = 0
+        if self.busy():
+            logger.info("shutting down: waiting for calls in progress to finish")
+        while not self.force_exit and idle_polls < 2:  # idle twice in a row: answers are written
+            idle_polls = idle_polls + 1 if not self.busy() else 0
+            await asyncio.sleep(0.1)
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if settings.no_auth and not is_loopback_host(settings.host):
@@ -163,13 +220,14 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.grace_period),
+        # a float is fine: uvicorn only hands it to asyncio.wait_for
+        timeout_graceful_shutdown=call_grace(settings.grace_period),  # type: ignore[arg-type]
         lifespan="on",
         loop="auto",
         http="auto",
         ws="none",
     )
-    server = uvicorn.Server(config)
+    server = GatewayUvicorn(config, gateway)
     try:
         server.run()
     finally:
