@@ -11,7 +11,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY catalog ./catalog
-RUN pip install --no-cache-dir ".[fast]"
+# Editable: the gateway finds catalog/ (and relative fixture paths) next to its package.
+RUN pip install --no-cache-dir -e ".[fast]"
 
 ENV MCP_GATEWAY_HOME=/data
 VOLUME /data
