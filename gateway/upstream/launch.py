@@ -53,7 +53,7 @@ def fill_config(template: str, entry: CatalogEntry, config: Mapping[str, Any]) -
 
 
 def fill_secrets(template: str, secret_env: Mapping[str, str]) -> str:
-    """Replace ``$NAME`` / ``${NAME}`` with the value of the entry's own secret of that env name."""
+    """Replace ``$NAME`` / ``${NAME}`` with the value of the entry's own secret of that env name (or HOME)."""
 
     def sub(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
@@ -76,7 +76,8 @@ def server_environment(entry: CatalogEntry, settings: ServerSettings, home: Path
     }
     secrets = secret_environment(entry, settings)
     for item in entry.env:
-        value = fill_secrets(fill_config(item.value, entry, settings.config), secrets)
+        # $HOME may be referenced too (memory keeps its file there); other names are the entry's own secrets.
+        value = fill_secrets(fill_config(item.value, entry, settings.config), {"HOME": str(home), **secrets})
         if value != "":
             env[item.name] = value
     env.update(secrets)
