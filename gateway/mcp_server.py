@@ -3,20 +3,41 @@
 The SDK owns the wire (both protocol eras, sessions, SSE, protocol-version checks); these
 handlers only find the caller's sandbox (from the authenticated request, never from anything
 the client can choose) and hand the request to that sandbox's router.
+
+What an upstream sends back during a call (progress, log messages, sampling and elicitation
+requests) goes to the client that made the call, on that call's own response stream. On
+handshake-era connections (2025-xx) a sampling/elicitation request is relayed as a
+server-to-client request; on 2026-07-28 connections, which have no such requests, the call
+answers with an ``InputRequiredResult`` while the upstream call stays parked, and the client's
+retry (carrying the responses and our ``requestState``) resumes it: see :class:`InputExchange`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
+import secrets
+import warnings
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway import __version__
 from gateway.auth import Principal
-from gateway.upstream.connection import INTERNAL_ERROR, METHOD_NOT_FOUND, UpstreamError
+from gateway.redact import NO_REDACTION, Redactor
+from gateway.upstream.connection import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    CallOrigin,
+    UpstreamError,
+    call_origin,
+)
 
 if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
@@ -37,30 +58,97 @@ class GatewayServer(Server[Any]):
         return super().create_initialization_options(options, *args, **kwargs)
 
 
-class ClientCall:
-    """Relays one call's progress notifications and server requests back to the client that made it."""
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+RELAYED_REQUESTS = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+# A parked call (waiting for a 2026-era client to retry with input) is cancelled after this long.
+INPUT_WAIT_SECONDS = 600.0
 
-    def __init__(self, ctx: ServerRequestContext[Any], progress_token: Any) -> None:
+# logging/setLevel per client connection (handshake era); absent means every level.
+_log_levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# Requests being served that go upstream (tools/call, prompts/get, resources/read), per gateway:
+# a graceful shutdown waits for these, not for idle event streams.
+_active: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def active_requests(gateway: Gateway) -> int:
+    """Upstream-bound requests in progress, including 2026-era calls parked for client input."""
+    parked = sum(1 for e in InputExchange.parked.values() if e.task is not None and not e.task.done())
+    return _active.get(gateway, 0) + parked
+
+
+class _Active:
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def __enter__(self) -> None:
+        _active[self._gateway] = _active.get(self._gateway, 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        _active[self._gateway] = _active.get(self._gateway, 1) - 1
+
+
+class ClientCall:
+    """Relays one call's progress, log messages and server requests back to the client that made it.
+
+    A 2026-era call that needs input spans several client requests (rounds); :meth:`rebind`
+    points the relay at the current one.
+    """
+
+    def __init__(self, ctx: ServerRequestContext[Any], progress_token: Any, redactor: Redactor = NO_REDACTION) -> None:
         self._ctx = ctx
         self._token = progress_token
+        self._redactor = redactor
+        self.exchange: InputExchange | None = None
+
+    def rebind(self, ctx: ServerRequestContext[Any], progress_token: Any) -> None:
+        self._ctx = ctx
+        self._token = progress_token
+
+    @property
+    def modern(self) -> bool:
+        return self._ctx.session.protocol_version in MODERN_PROTOCOL_VERSIONS
 
     async def progress(self, params: dict[str, Any]) -> None:
         if self._token is None:
             return
         forwarded = {k: v for k, v in params.items() if k in ("progress", "total", "message")}
+        if isinstance(forwarded.get("message"), str):
+            forwarded["message"] = self._redactor.text(forwarded["message"])
         forwarded["progressToken"] = self._token
         # The request-scoped channel puts it on the stream of the POST that made the call.
         await self._ctx.session._request_outbound.notify("notifications/progress", forwarded)
 
+    async def log(self, params: dict[str, Any]) -> None:
+        """An upstream ``notifications/message``, if the client asked for that level."""
+        level = params.get("level")
+        if level not in LOG_LEVELS:
+            return
+        session = self._ctx.session
+        # 2026-07-28: the request's own log-level opt-in (the SDK computed it for this request).
+        allowed = getattr(session, "_allowed_log_levels", frozenset(LOG_LEVELS))
+        if level not in allowed:
+            return
+        minimum = _log_levels.get(session._connection)
+        if minimum is not None and LOG_LEVELS.index(level) < LOG_LEVELS.index(minimum):
+            return
+        forwarded: dict[str, Any] = {"level": level, "data": self._redactor.value(params.get("data"))}
+        if isinstance(params.get("logger"), str):
+            forwarded["logger"] = params["logger"]
+        await session._request_outbound.notify("notifications/message", forwarded)
+
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         session = self._ctx.session
-        capability = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
-        needed = capability.get(method)
+        needed = RELAYED_REQUESTS.get(method)
         if needed is None:
             raise UpstreamError(f"{method} is not relayed to clients", METHOD_NOT_FOUND)
         declared = session.client_capabilities
         if declared is None or getattr(declared, needed, None) is None:
             raise UpstreamError(f"the client did not declare the {needed} capability", METHOD_NOT_FOUND)
+        params = self._redactor.value(params)
+        if self.modern:
+            if self.exchange is None:
+                raise UpstreamError(f"{method} cannot be relayed for this request", METHOD_NOT_FOUND)
+            return await self.exchange.ask(method, params)
         if not session.can_send_request:
             raise UpstreamError(f"the client's connection cannot receive {method} requests", METHOD_NOT_FOUND)
         try:
@@ -68,6 +156,105 @@ class ClientCall:
         except MCPError as exc:
             raise UpstreamError(exc.message, exc.code) from None
         return result if isinstance(result, dict) else {}
+
+
+class InputExchange:
+    """A 2026-era tools/call whose upstream asked the client something (sampling, elicitation).
+
+    The upstream call runs in its own task. Each round (the first request, then every retry)
+    waits until the call finishes or the upstream asks something; in the latter case the round
+    answers ``InputRequiredResult`` with the open questions and a random ``requestState`` that
+    names this exchange. The retry's ``inputResponses`` answer the upstream's pending requests.
+    The state is bound to the sandbox and the tool; an exchange nobody resumes is cancelled
+    after ``INPUT_WAIT_SECONDS`` (the upstream then gets ``notifications/cancelled``).
+    """
+
+    parked: dict[str, InputExchange] = {}
+
+    def __init__(self, sandbox: str, tool: str, call: ClientCall) -> None:
+        self.sandbox = sandbox
+        self.tool = tool
+        self.call = call
+        self.task: asyncio.Task[dict[str, Any]] | None = None
+        self.state: str | None = None
+        self._keys = itertools.count(1)
+        self._open: dict[str, tuple[str, dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
+        self._asked = asyncio.Event()
+        self._expiry: asyncio.TimerHandle | None = None
+        call.exchange = self
+
+    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        key = f"{method.split('/')[0]}-{next(self._keys)}"
+        self._open[key] = (method, params, future)
+        self._asked.set()
+        try:
+            return await future
+        finally:
+            self._open.pop(key, None)
+
+    def answer(self, responses: dict[str, Any]) -> None:
+        for key, response in responses.items():
+            entry = self._open.get(key)
+            if entry is None or entry[2].done():
+                continue
+            data = response
+            if hasattr(response, "model_dump"):
+                data = response.model_dump(by_alias=True, mode="json", exclude_none=True)
+            entry[2].set_result(data if isinstance(data, dict) else {})
+
+    async def round(self) -> dict[str, Any] | types.InputRequiredResult:
+        """Wait for the call to finish (its result) or to need input (an InputRequiredResult)."""
+        assert self.task is not None
+        self._unpark()
+        try:
+            while not self.task.done():
+                if any(not f.done() for _, _, f in self._open.values()):
+                    break
+                self._asked.clear()
+                waiter = asyncio.ensure_future(self._asked.wait())
+                try:
+                    await asyncio.wait({self.task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+        except asyncio.CancelledError:
+            self.task.cancel()  # the client gave up on this round: the upstream call goes too
+            raise
+        if self.task.done():
+            return self.task.result()
+        requests = {key: {"method": m, "params": p} for key, (m, p, f) in self._open.items() if not f.done()}
+        self.state = "gw1." + secrets.token_urlsafe(32)
+        self.parked[self.state] = self
+        self._expiry = asyncio.get_running_loop().call_later(INPUT_WAIT_SECONDS, self._expire)
+        return types.InputRequiredResult.model_validate({"inputRequests": requests, "requestState": self.state})
+
+    def _unpark(self) -> None:
+        if self.state is not None:
+            self.parked.pop(self.state, None)
+            self.state = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def _expire(self) -> None:
+        logger.info("a call waiting for client input on sandbox %s expired", self.sandbox)
+        self._unpark()
+        if self.task is not None:
+            self.task.cancel()
+
+    def finished(self, _task: asyncio.Task[Any]) -> None:
+        """The upstream call ended (result, error, timeout) while possibly parked: forget it."""
+        self._unpark()
+        for _, _, future in self._open.values():
+            if not future.done():
+                future.cancel()
+
+    @classmethod
+    def resume(cls, state: str, sandbox: str, tool: str) -> InputExchange:
+        exchange = cls.parked.get(state)
+        if exchange is None or exchange.sandbox != sandbox or exchange.tool != tool:
+            raise MCPError(INVALID_PARAMS, "Invalid or expired requestState", {"reason": "invalid_request_state"})
+        return exchange
 
 
 def _principal(ctx: ServerRequestContext[Any]) -> Principal:
@@ -79,11 +266,25 @@ def _principal(ctx: ServerRequestContext[Any]) -> Principal:
     return principal
 
 
+def _owner(ctx: ServerRequestContext[Any], principal: Principal) -> tuple[str, ...]:
+    """Which client a call comes from, for routing what its upstream asks back.
+
+    A handshake-era client has a session. A 2026-07-28 request stands alone (each one may come
+    with a fresh connection object), so its client is known only by its credential.
+    """
+    if not ClientCall(ctx, None).modern:
+        connection = ctx.session._connection
+        return ("session", connection.session_id or str(id(connection)))
+    return ("token", principal.sandbox, principal.token_id or "")
+
+
 def _meta(params: Any) -> dict[str, Any] | None:
-    meta = getattr(params, "meta", None)
-    if meta is None:
+    """The request's ``_meta`` as it was on the wire (``progressToken``, not the SDK's ``progress_token``)."""
+    if params is None or getattr(params, "meta", None) is None:
         return None
-    return meta.model_dump(by_alias=True, exclude_none=True) if hasattr(meta, "model_dump") else dict(meta)
+    dumped = params.model_dump(by_alias=True, mode="json", exclude_none=True, include={"meta"})
+    meta = dumped.get("_meta")
+    return meta if isinstance(meta, dict) else None
 
 
 def build_server(gateway: Gateway) -> GatewayServer:
@@ -101,16 +302,57 @@ def build_server(gateway: Gateway) -> GatewayServer:
         tools = await gateway.visible_tools(principal, router, ctx.session._connection)
         return types.ListToolsResult.model_validate({"tools": tools})
 
-    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        with _Active(gateway):
+            return await _call_tool(ctx, params)
+
+    async def _call_tool(
+        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
         principal, router = await router_for(ctx)
         meta = _meta(params)
-        call = ClientCall(ctx, (meta or {}).get("progressToken"))
+        token = (meta or {}).get("progressToken")
+        if params.request_state is not None:
+            exchange = InputExchange.resume(params.request_state, principal.sandbox, params.name)
+            exchange.call.rebind(ctx, token)
+            exchange.answer(params.input_responses or {})
+            return await _finish(exchange)
+        call = ClientCall(ctx, token, router.redactor)
+        session_id = ctx.session._connection.session_id
+        forwarded = {k: v for k, v in (meta or {}).items() if k != "io.modelcontextprotocol/logLevel"} or None
+        relay = call_origin.set(CallOrigin(_owner(ctx, principal), call.log))
         try:
-            session_id = ctx.session._connection.session_id
-            result = await gateway.call_tool(principal, router, params.name, params.arguments, meta, call, session_id)
+            work = gateway.call_tool(principal, router, params.name, params.arguments, forwarded, call, session_id)
+            if not call.modern:
+                try:
+                    result = await work
+                except UpstreamError as exc:
+                    raise fail(exc) from None
+                return types.CallToolResult.model_validate(result)
+            exchange = InputExchange(principal.sandbox, params.name, call)
+            exchange.task = asyncio.ensure_future(work)
+            exchange.task.add_done_callback(exchange.finished)
+        finally:
+            call_origin.reset(relay)
+        return await _finish(exchange)
+
+    async def _finish(exchange: InputExchange) -> types.CallToolResult | types.InputRequiredResult:
+        try:
+            outcome = await exchange.round()
         except UpstreamError as exc:
             raise fail(exc) from None
-        return types.CallToolResult.model_validate(result)
+        if isinstance(outcome, types.InputRequiredResult):
+            return outcome
+        return types.CallToolResult.model_validate(outcome)
+
+    async def set_logging_level(
+        ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        _principal(ctx)
+        _log_levels[ctx.session._connection] = str(params.level)
+        return types.EmptyResult()
 
     async def list_prompts(ctx: ServerRequestContext[Any], params: Any) -> types.ListPromptsResult:
         principal, router = await router_for(ctx)
@@ -119,7 +361,8 @@ def build_server(gateway: Gateway) -> GatewayServer:
     async def get_prompt(ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
         principal, router = await router_for(ctx)
         try:
-            result = await router.get_prompt(principal, params.name, params.arguments, _meta(params))
+            with _Active(gateway):
+                result = await router.get_prompt(principal, params.name, params.arguments, _meta(params))
         except UpstreamError as exc:
             raise fail(exc) from None
         return types.GetPromptResult.model_validate(result)
@@ -138,20 +381,25 @@ def build_server(gateway: Gateway) -> GatewayServer:
     ) -> types.ReadResourceResult:
         principal, router = await router_for(ctx)
         try:
-            result = await router.read_resource(principal, str(params.uri), _meta(params))
+            with _Active(gateway):
+                result = await router.read_resource(principal, str(params.uri), _meta(params))
         except UpstreamError as exc:
             raise fail(exc) from None
         return types.ReadResourceResult.model_validate(result)
 
-    return GatewayServer(
-        "mcp-sandbox-gateway",
-        version=__version__,
-        instructions="Tools of several MCP servers, named <server>__<tool>.",
-        on_list_tools=list_tools,
-        on_call_tool=call_tool,
-        on_list_prompts=list_prompts,
-        on_get_prompt=get_prompt,
-        on_list_resources=list_resources,
-        on_list_resource_templates=list_resource_templates,
-        on_read_resource=read_resource,
-    )
+    with warnings.catch_warnings():
+        # logging/setLevel is deprecated from 2026-07-28 on, but handshake-era clients use it.
+        warnings.simplefilter("ignore")
+        return GatewayServer(
+            "mcp-sandbox-gateway",
+            version=__version__,
+            instructions="Tools of several MCP servers, named <server>__<tool>.",
+            on_list_tools=list_tools,
+            on_call_tool=call_tool,
+            on_list_prompts=list_prompts,
+            on_get_prompt=get_prompt,
+            on_list_resources=list_resources,
+            on_list_resource_templates=list_resource_templates,
+            on_read_resource=read_resource,
+            on_set_logging_level=set_logging_level,
+        )

@@ -144,11 +144,16 @@ class GatewayUvicorn(uvicorn.Server):
     stop the servers) is over. The lifespan's shutdown then stops every server. A second SIGINT
     still forces the exit. Unlike plain uvicorn, the caught signal is not raised again on the
     way out: a graceful stop exits 0.
+
+    sse-starlette (the SDK's event streams) would end every stream, including the ones still
+    waiting for a call's answer, the moment the signal arrives; its automatic drain is turned
+    off and the streams are ended here once the calls are done.
     """
 
     def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
         super().__init__(config)
         self.gateway = gateway
+        _sse_drain(automatic=False)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -169,13 +174,43 @@ class GatewayUvicorn(uvicorn.Server):
         )
         return upstream > 0 or active_requests(self.gateway) > 0
 
+    def abort_calls(self) -> None:
+        for router in list(self.gateway.live_routers().values()):
+            for server in router.servers.values():
+                server.abort_calls("the gateway is shutting down (grace period over)")
+
     async def _wait_tasks_to_complete(self) -> None:
+        """Wait for the calls in flight; when the grace for calls is over, fail them with a clear error.
+
+        The failed calls are answered (an error, not a cut stream) before the servers are stopped.
+        uvicorn's own timeout (a little longer) stays as the backstop.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + call_grace(self.gateway.settings.grace_period)
         idle_polls = 0
         if self.busy():
             logger.info("shutting down: waiting for calls in progress to finish")
-        while not self.force_exit and idle_polls < 2:  # idle twice in a row: answers are written
-            idle_polls = idle_polls + 1 if not self.busy() else 0
-            await asyncio.sleep(0.1)
+        try:
+            while not self.force_exit and idle_polls < 2:  # idle twice in a row: answers are written
+                if loop.time() >= deadline:
+                    logger.warning("shutting down: grace period over, failing the calls still in progress")
+                    self.abort_calls()
+                    deadline = float("inf")
+                idle_polls = idle_polls + 1 if not self.busy() else 0
+                await asyncio.sleep(0.1)
+        finally:
+            _sse_drain(now=True)  # end the idle event streams (GET /mcp) too
+
+
+def _sse_drain(automatic: bool | None = None, now: bool = False) -> None:
+    try:
+        from sse_starlette.sse import AppStatus
+    except ImportError:  # pragma: no cover - the SDK depends on it
+        return
+    if automatic is False:
+        AppStatus.disable_automatic_graceful_drain()
+    if now:
+        AppStatus.should_exit = True
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -220,8 +255,8 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_config=None,
         access_log=False,
-        # a float is fine: uvicorn only hands it to asyncio.wait_for
-        timeout_graceful_shutdown=call_grace(settings.grace_period),  # type: ignore[arg-type]
+        # a backstop only (GatewayUvicorn answers calls past the grace itself); a float is fine here
+        timeout_graceful_shutdown=call_grace(settings.grace_period) + 1.0,  # type: ignore[arg-type]
         lifespan="on",
         loop="auto",
         http="auto",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,29 @@ class ConnectionClosed(UpstreamError):
 NotificationHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 RequestHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 ProgressHandler = Callable[[dict[str, Any]], Awaitable[None]]
+LogHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+AMBIGUOUS_CALLER = -32603
+
+
+@dataclass(frozen=True, slots=True)
+class CallOrigin:
+    """Who made a call: the client session (``owner``) and where its log messages go.
+
+    The client-facing layer sets :data:`call_origin` around a call, so the layers in between
+    (router, server) need not pass it along. Over stdio a server-to-client request or a log
+    message does not say which request caused it; the gateway routes one only when every call
+    in flight on that server that could take it comes from the same client session.
+    """
+
+    owner: Hashable
+    on_log: LogHandler | None = None
+
+
+call_origin: contextvars.ContextVar[CallOrigin | None] = contextvars.ContextVar("call_origin", default=None)
+
+# How long a finished call waits for its progress and log messages to reach the client.
+DELIVERY_FLUSH_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -54,6 +78,10 @@ class PendingCall:
     future: asyncio.Future[dict[str, Any]]
     on_progress: ProgressHandler | None = None
     on_request: RequestHandler | None = None
+    origin: CallOrigin | None = None
+    # The last of this call's progress/log deliveries: each waits for the one before, so the
+    # client sees them in the order the server sent them, and all before the call's result.
+    delivery: asyncio.Task[None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -135,11 +163,14 @@ class StdioConnection:
                 params = {**params, "_meta": meta}
             message["params"] = params
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = PendingCall(method, future, on_progress, on_request)
+        pending = PendingCall(method, future, on_progress, on_request, call_origin.get())
+        self._pending[request_id] = pending
         try:
             self._write(message)
             await self._writer.drain()
-            return await asyncio.wait_for(future, timeout)
+            result = await asyncio.wait_for(future, timeout)
+            await self._flush_deliveries(pending)
+            return result
         except TimeoutError:
             await self._cancel_upstream(request_id, "timeout")
             raise UpstreamError(
@@ -153,6 +184,13 @@ class StdioConnection:
         finally:
             self._pending.pop(request_id, None)
 
+    @staticmethod
+    async def _flush_deliveries(pending: PendingCall) -> None:
+        """Let the call's progress and log messages reach the client before its result does."""
+        if pending.delivery is not None and not pending.delivery.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(pending.delivery), DELIVERY_FLUSH_SECONDS)
+
     async def _cancel_upstream(self, request_id: int, reason: str) -> None:
         if self._closed_reason is None and request_id in self._pending:
             with contextlib.suppress(UpstreamError, ConnectionError, RuntimeError):
@@ -161,10 +199,16 @@ class StdioConnection:
     # -- receiving -----------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        """Split stdout into lines of any size up to the limit; a longer line breaks the connection.
+
+        A server that writes a line over the limit (or one that never ends) cannot be resynchronised
+        cheaply or safely, so the connection is closed at once (its calls fail with that reason) and
+        the server is treated as crashed: memory stays bounded by the limit.
+        """
         buffer = bytearray()
-        skipping = False  # inside a line that was already over the limit
+        broken: str | None = None
         try:
-            while True:
+            while broken is None:
                 chunk = await self._reader.read(READ_CHUNK)
                 if not chunk:
                     break
@@ -172,30 +216,35 @@ class StdioConnection:
                 while True:
                     newline = chunk.find(b"\n", start)
                     if newline < 0:
-                        if not skipping:
-                            buffer += chunk[start:]
-                            if len(buffer) > self._max:
-                                skipping = True
-                                buffer.clear()
-                                self._fail_pending(
-                                    f"server {self.server!r} sent a message over the {self._max // (1024 * 1024)} MiB"
-                                    " limit; it was discarded"
-                                )
+                        buffer += chunk[start:]
+                        if len(buffer) > self._max:
+                            broken = (
+                                f"it sent a message over the {self._max / (1024 * 1024):g} MiB limit"
+                                " (an endless or oversized line); the connection was closed"
+                            )
+                            buffer = bytearray()
                         break
-                    if skipping:
-                        skipping = False
-                    else:
-                        buffer += chunk[start:newline]
-                        if buffer.strip():
-                            self._dispatch(bytes(buffer))
-                        buffer.clear()
+                    if len(buffer) + newline - start > self._max:
+                        broken = f"it sent a message over the {self._max / (1024 * 1024):g} MiB limit"
+                        buffer = bytearray()
+                        break
+                    buffer += chunk[start:newline]
+                    if buffer.strip():
+                        self._dispatch(bytes(buffer))
+                    buffer.clear()
                     start = newline + 1
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             logger.debug("read from %s failed: %s", self.server, exc)
-        reason = "its output closed"
+        if broken is not None:
+            logger.warning("server %s: %s", self.server, broken)
+            self.close(broken)  # fail the calls now; the process is dealt with by on_eof
+        reason = broken or "its output closed"
         if self._on_eof is not None:
-            with contextlib.suppress(Exception):
-                reason = await self._on_eof()
+            try:
+                found = await self._on_eof()
+                reason = broken or found
+            except Exception:
+                logger.exception("handling the end of %s failed", self.server)
         self.close(reason)
 
     def _dispatch(self, line: bytes) -> None:
@@ -211,7 +260,7 @@ class StdioConnection:
         if "method" in message:
             if "id" in message and message["id"] is not None:
                 self._spawn(self._answer_server_request(message))
-            else:
+            elif not self._route_to_call(message):
                 self._spawn(self._handle_notification(message))
             return
         request_id = message.get("id")
@@ -236,30 +285,87 @@ class StdioConnection:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _route_to_call(self, message: dict[str, Any]) -> bool:
+        """Queue a progress or log message for the call it belongs to; False if it is not one of those.
+
+        Done synchronously while reading, so the call is still in flight (its result, on a later
+        line, cannot overtake it). Progress is matched by its token (the request id we sent);
+        a log message carries no request id, so it goes to the newest in-flight call that relays logs.
+        """
+        method = message["method"]
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        handler: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        pending: PendingCall | None = None
+        if method == "notifications/progress":
+            token = params.get("progressToken")
+            pending = self._pending.get(token) if isinstance(token, int) and not isinstance(token, bool) else None
+            handler = pending.on_progress if pending is not None else None
+            if handler is None:
+                return True  # progress for nobody (a finished call): dropped
+        elif method == "notifications/message":
+            pending = self._caller(lambda p: p.origin is not None and p.origin.on_log is not None)
+            if pending is None or pending.origin is None:
+                return False  # no single caller to attach it to: the server-wide handler logs it
+            handler = pending.origin.on_log
+        else:
+            return False
+        assert pending is not None
+        previous = pending.delivery
+
+        async def deliver() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await previous
+            try:
+                await handler(params)
+            except Exception:  # a client that went away must not break the server's stream
+                logger.debug("%s from %s could not be delivered", method, self.server, exc_info=True)
+
+        task = asyncio.ensure_future(deliver())
+        pending.delivery = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
     async def _handle_notification(self, message: dict[str, Any]) -> None:
         method = message["method"]
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
-        if method == "notifications/progress":
-            token = params.get("progressToken")
-            pending = self._pending.get(token) if isinstance(token, int) else None
-            if pending is not None and pending.on_progress is not None:
-                try:
-                    await pending.on_progress(params)
-                except Exception:  # a client that went away must not break the server's stream
-                    logger.debug("progress for %s could not be delivered", self.server, exc_info=True)
-            return
         if self._on_notification is not None:
             try:
                 await self._on_notification(method, params)
             except Exception:
                 logger.exception("handling %s from %s failed", method, self.server)
 
-    def _request_handler(self) -> RequestHandler | None:
-        """Server-to-client requests go to the newest in-flight call that can take them."""
-        for pending in reversed(self._pending.values()):
-            if pending.on_request is not None:
-                return pending.on_request
-        return self._on_request
+    def _caller(self, usable: Callable[[PendingCall], bool], hint: Any = None) -> PendingCall | None:
+        """The in-flight call a server-initiated message belongs to, if that can be told for sure.
+
+        A ``progressToken`` hint naming one of our request ids settles it. Otherwise: the newest
+        usable call, provided every usable call comes from the same client session; with calls
+        of several sessions in flight the answer is None (guessing could leak one session's data
+        to another).
+        """
+        candidates = [p for p in self._pending.values() if usable(p) and not p.future.done()]
+        if isinstance(hint, int) and not isinstance(hint, bool):
+            hinted = self._pending.get(hint)
+            if hinted is not None and hinted in candidates:
+                return hinted
+        if not candidates:
+            return None
+        owners = {p.origin.owner if p.origin is not None else id(p) for p in candidates}
+        return candidates[-1] if len(owners) == 1 else None
+
+    def _request_handler(self, params: dict[str, Any]) -> tuple[RequestHandler | None, bool]:
+        """Server-to-client requests go to the call that caused them (see :meth:`_caller`).
+
+        Returns the handler, and whether the caller was ambiguous.
+        """
+        meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+        pending = self._caller(lambda p: p.on_request is not None, meta.get("progressToken"))
+        if pending is not None:
+            return pending.on_request, False
+        if any(p.on_request is not None and not p.future.done() for p in self._pending.values()):
+            return None, True
+        return self._on_request, False
 
     async def _answer_server_request(self, message: dict[str, Any]) -> None:
         method = message["method"]
@@ -268,8 +374,14 @@ class StdioConnection:
         if method == "ping":
             reply["result"] = {}
         else:
-            handler = self._request_handler()
+            handler, ambiguous = self._request_handler(params)
             try:
+                if ambiguous:
+                    raise UpstreamError(
+                        f"the gateway cannot tell which of several client sessions calling server {self.server!r}"
+                        f" caused this {method}; it is refused rather than sent to the wrong client",
+                        AMBIGUOUS_CALLER,
+                    )
                 if handler is None:
                     raise UpstreamError(f"no client can answer {method} right now", METHOD_NOT_FOUND)
                 reply["result"] = await handler(method, params)
@@ -280,6 +392,22 @@ class StdioConnection:
                 reply["error"] = {"code": INTERNAL_ERROR, "message": f"the client could not answer {method}"}
         with contextlib.suppress(UpstreamError):
             self._write(reply)
+
+    def abort(self, reason: str) -> None:
+        """Fail every call in flight now (the gateway is stopping), telling the server to stop them."""
+        for request_id, pending in list(self._pending.items()):
+            if pending.future.done():
+                continue
+            if self._closed_reason is None:
+                with contextlib.suppress(UpstreamError):
+                    self._write(
+                        {
+                            "jsonrpc": "2.0",
+                            "method": "notifications/cancelled",
+                            "params": {"requestId": request_id, "reason": reason},
+                        }
+                    )
+            pending.future.set_exception(UpstreamError(f"server {self.server!r}: {reason}", SERVER_UNAVAILABLE))
 
     def _fail_pending(self, reason: str, code: int = INTERNAL_ERROR) -> None:
         for pending in list(self._pending.values()):

@@ -152,6 +152,8 @@ class UpstreamServer:
         self.starts += 1
         self.state = "starting"
         self._stderr_tail.clear()
+        if self.process is not None:
+            await self._kill()  # whatever is left of the previous run (a broken pipe, a stuck child)
         try:
             await asyncio.wait_for(self._spawn_and_initialize(), self.limits.start_timeout)
         except TimeoutError:
@@ -192,6 +194,8 @@ class UpstreamServer:
             start_new_session=True,
             limit=1024 * 1024,
         )
+        if self._stopping:  # stop() ran while we were launching: this process must not outlive it
+            raise UpstreamError(f"server {self.name!r} is shutting down", SERVER_UNAVAILABLE)
         assert self.process.stdout is not None and self.process.stdin is not None
         self._stderr_task = asyncio.create_task(self._pump_stderr(self.process))
         connection = StdioConnection(
@@ -219,17 +223,29 @@ class UpstreamServer:
         await self.refresh_lists()
 
     async def _exit_reason(self) -> str:
+        """Called when the server's output ends or breaks: find out why, and leave no process behind."""
         process = self.process
         if process is None:
             return "its output closed"
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), 1.0)
+        broken = self.connection is not None and self.connection.closed  # e.g. an endless line
+        if not broken:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 1.0)
+        if process.returncode is None or not self._stopping:
+            # A server that closed its output, or broke the protocol, is of no further use; and a
+            # crashed one may have left children in its process group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 5.0)
         if self._stderr_task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), 0.5)
         code = process.returncode
         if code is None:
             reason = "it closed its output"
+        elif broken and code == -signal.SIGKILL:
+            reason = "it broke the protocol and was killed"
         elif code < 0:
             reason = f"it was killed by signal {signal.Signals(-code).name}"
         else:
@@ -352,7 +368,9 @@ class UpstreamServer:
             self._stderr_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._stderr_task
-        spec = self._launch
+        # Forget the process: its pid (and process group id) may be reused once it is reaped.
+        self.process = None
+        spec, self._launch = self._launch, None  # cleanup runs once per launch
         for command in spec.cleanup if spec else []:
             with contextlib.suppress(OSError):
                 cleanup = await asyncio.create_subprocess_exec(
@@ -361,11 +379,26 @@ class UpstreamServer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(cleanup.wait(), 15)
 
-    async def stop(self) -> None:
-        """Stop for good (sandbox deleted, gateway exiting). Does not wait for a start in progress."""
+    def abort_calls(self, reason: str) -> None:
+        """Fail the calls in flight at once and start no more (the gateway's grace period is over)."""
+        self._stopping = True
+        if self.connection is not None:
+            self.connection.abort(reason)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop for good (sandbox deleted, gateway exiting), including a start in progress.
+
+        Killing the current process makes a start that is initializing it fail at once; a start
+        still launching sees ``_stopping`` as soon as its process exists and kills it. Waiting for
+        the start lock then guarantees no process of this server is left running.
+        """
         self._stopping = True
         self.state = "stopping"
-        await self._kill()
+        await self._kill(grace)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._start_lock.acquire(), self.limits.start_timeout + 10)
+            self._start_lock.release()
+        await self._kill(grace)
         self.state = "stopped"
         self.connection = None
 
