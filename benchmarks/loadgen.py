@@ -98,8 +98,36 @@ def parse_sse(body: bytes) -> list[dict[str, Any]]:
     return out
 
 
+def _sse_event_message(event: bytes) -> dict[str, Any] | None:
+    """The JSON message of one SSE event (already split off, ``\\n`` line ends), if it has data."""
+    data = [ln[6:] if ln[5:6] == b" " else ln[5:] for ln in event.split(b"\n") if ln.startswith(b"data:")]
+    return _loads(b"\n".join(data)) if data else None
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection."""
+
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @property
+    def usable(self) -> bool:
+        return not (self.writer.is_closing() or self.reader.at_eof())
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class HttpSession:
-    """One MCP session over one keep-alive HTTP/1.1 connection."""
+    """One MCP session over keep-alive HTTP/1.1 connections (usually exactly one).
+
+    Like the ``mcp`` SDK client (httpx and its connection pool), a call is done when its response
+    arrives, also when the server keeps the SSE stream of that POST open afterwards: the rest of
+    that stream is read in the background, and a call made meanwhile uses another connection.
+    """
 
     def __init__(self, url: str, token: str | None = None, protocol: str = PROTOCOL_VERSION) -> None:
         parts = urlsplit(url)
@@ -111,8 +139,8 @@ class HttpSession:
         self.token = token
         self.protocol = protocol
         self.session_id: str | None = None
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.idle: list[_Conn] = []
+        self.draining: set[asyncio.Task[None]] = set()
         self.next_id = 0
         self.head = b""
         self._build_head()
@@ -131,16 +159,38 @@ class HttpSession:
             lines.append(f"Authorization: Bearer {self.token}")
         self.head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
 
-    async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=STREAM_LIMIT)
+    async def _open(self) -> _Conn:
+        reader, writer = await asyncio.open_connection(self.host, self.port, limit=STREAM_LIMIT)
+        return _Conn(reader, writer)
 
-    async def _exchange(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-        if self.writer is None or self.writer.is_closing():
-            await self.connect()
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(request)
-        reader = self.reader
-        head = await reader.readuntil(b"\r\n\r\n")
+    async def connect(self) -> None:
+        if not self.idle:
+            self.idle.append(await self._open())
+
+    async def _send(self, request: bytes) -> tuple[_Conn, int, dict[bytes, bytes]]:
+        """Send a request on a free connection; returns it with the response's status and headers."""
+        conn: _Conn | None = None
+        while self.idle and conn is None:
+            conn = self.idle.pop()
+            if not conn.usable:
+                conn.close()
+                conn = None
+        reused = conn is not None
+        if conn is None:
+            conn = await self._open()
+        conn.writer.write(request)
+        try:
+            head = await conn.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            conn.close()
+            # A kept-alive connection the server closed while idle (uvicorn's keep-alive timeout
+            # is 5 s): no byte of an answer came back, so send once more on a fresh connection,
+            # as every HTTP client does.
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            conn = await self._open()
+            conn.writer.write(request)
+            head = await conn.reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
         headers: dict[bytes, bytes] = {}
@@ -148,40 +198,92 @@ class HttpSession:
             if line:
                 k, _, v = line.partition(b":")
                 headers[k.strip().lower()] = v.strip()
+        return conn, status, headers
+
+    def _release(self, conn: _Conn, headers: dict[bytes, bytes]) -> None:
+        if headers.get(b"connection", b"").lower() == b"close" or not conn.usable:
+            conn.close()
+        else:
+            self.idle.append(conn)
+
+    @staticmethod
+    async def _next_chunk(reader: asyncio.StreamReader) -> bytes:
+        """The next chunk of a chunked body; b"" at its end (trailers consumed)."""
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+                pass
+            return b""
+        return (await reader.readexactly(size + 2))[:-2]
+
+    async def _read_body(self, conn: _Conn, status: int, headers: dict[bytes, bytes]) -> bytes:
+        """The whole body; the connection is released (or closed) afterwards."""
+        reader = conn.reader
         if (length := headers.get(b"content-length")) is not None:
             body = await reader.readexactly(int(length)) if int(length) else b""
         elif headers.get(b"transfer-encoding", b"").lower() == b"chunked":
             chunks: list[bytes] = []
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
-                if size == 0:
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                        pass
-                    break
-                chunks.append((await reader.readexactly(size + 2))[:-2])
+            while chunk := await self._next_chunk(reader):
+                chunks.append(chunk)
             body = b"".join(chunks)
         elif status in (204, 304) or status < 200:
             body = b""
         else:
             body = await reader.read()
             headers[b"connection"] = b"close"
-        if headers.get(b"connection", b"").lower() == b"close":
-            await self.aclose()
-        return status, headers, body
+        self._release(conn, headers)
+        return body
+
+    async def _drain(self, conn: _Conn, headers: dict[bytes, bytes]) -> None:
+        try:
+            while await self._next_chunk(conn.reader):
+                pass
+        except BaseException:  # an error, or cancelled by aclose(): the connection is done for
+            conn.close()
+            raise
+        self._release(conn, headers)
+
+    async def _sse_until(self, conn: _Conn, headers: dict[bytes, bytes], rid: int) -> dict[str, Any]:
+        """Read a chunked SSE body until the response to ``rid``; the rest drains in the background."""
+        buf = b""
+        while chunk := await self._next_chunk(conn.reader):
+            buf += chunk
+            if b"\r" in buf:
+                buf = buf.replace(b"\r\n", b"\n")
+            while (i := buf.find(b"\n\n")) >= 0:
+                event, buf = buf[:i], buf[i + 2 :]
+                msg = _sse_event_message(event)
+                if msg is not None and msg.get("id") == rid and ("result" in msg or "error" in msg):
+                    task = asyncio.ensure_future(self._drain(conn, headers))
+                    self.draining.add(task)
+                    task.add_done_callback(self.draining.discard)
+                    return msg
+        self._release(conn, headers)
+        if buf.strip() and (msg := _sse_event_message(buf)) is not None and msg.get("id") == rid:
+            return msg
+        raise CallError("SSE stream ended without the response")
 
     async def post(self, body: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-        return await self._exchange(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        conn, status, headers = await self._send(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        return status, headers, await self._read_body(conn, status, headers)
 
     async def rpc_raw(self, body: bytes, rid: int) -> dict[str, Any]:
-        status, headers, payload = await self.post(body)
+        return (await self._rpc_exchange(body, rid))[1]
+
+    async def _rpc_exchange(self, body: bytes, rid: int) -> tuple[dict[bytes, bytes], dict[str, Any]]:
+        conn, status, headers = await self._send(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        sse = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+        if status == 200 and sse and headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+            return headers, await self._sse_until(conn, headers, rid)
+        payload = await self._read_body(conn, status, headers)
         if status != 200:
             raise CallError(f"HTTP {status}: {payload[:200]!r}")
-        if headers.get(b"content-type", b"").startswith(b"text/event-stream"):
+        if sse:
             for msg in parse_sse(payload):
                 if msg.get("id") == rid and ("result" in msg or "error" in msg):
-                    return msg
+                    return headers, msg
             raise CallError("SSE stream ended without the response")
-        return _loads(payload)
+        return headers, _loads(payload)
 
     async def rpc(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         self.next_id += 1
@@ -199,24 +301,9 @@ class HttpSession:
     async def initialize(self) -> dict[str, Any]:
         self.next_id += 1
         rid = self.next_id
-        body = _dumps(
-            {
-                "jsonrpc": "2.0",
-                "id": rid,
-                "method": "initialize",
-                "params": {"protocolVersion": self.protocol, "capabilities": {}, "clientInfo": CLIENT_INFO},
-            }
-        )
-        status, headers, payload = await self.post(body)
-        if status != 200:
-            raise CallError(f"initialize: HTTP {status}: {payload[:200]!r}")
-        if headers.get(b"content-type", b"").startswith(b"text/event-stream"):
-            msgs = [m for m in parse_sse(payload) if m.get("id") == rid]
-            if not msgs:
-                raise CallError("initialize: no response in the SSE stream")
-            msg = msgs[0]
-        else:
-            msg = _loads(payload)
+        params = {"protocolVersion": self.protocol, "capabilities": {}, "clientInfo": CLIENT_INFO}
+        body = _dumps({"jsonrpc": "2.0", "id": rid, "method": "initialize", "params": params})
+        headers, msg = await self._rpc_exchange(body, rid)
         result = _check_reply(msg, rid)
         sid = headers.get(b"mcp-session-id")
         self.session_id = sid.decode("latin-1") if sid else None
@@ -245,16 +332,23 @@ class HttpSession:
         if not self.session_id:
             return
         request = self.head.replace(b"POST ", b"DELETE ", 1) + b"0\r\n\r\n"
+
+        async def exchange() -> None:
+            conn, status, headers = await self._send(request)
+            await self._read_body(conn, status, headers)
+
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._exchange(request), 5)
+            await asyncio.wait_for(exchange(), 5)
 
     async def aclose(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for task in list(self.draining):
+            task.cancel()
+        conns, self.idle = self.idle, []
+        for conn in conns:
+            conn.close()
+        for conn in conns:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.writer.wait_closed(), 2)
-        self.writer = None
-        self.reader = None
+                await asyncio.wait_for(conn.writer.wait_closed(), 2)
 
     def pids(self) -> list[int]:
         return []

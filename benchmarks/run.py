@@ -404,6 +404,13 @@ class TargetResult:
     idle: IdleResult | None = None
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of the first leaf exception (task groups wrap the real cause)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 def bench_target(target: Target, args: argparse.Namespace, scenarios: set[str]) -> TargetResult:
     res = TargetResult(target.name, target.description)
     d = args.duration
@@ -441,7 +448,7 @@ def bench_target(target: Target, args: argparse.Namespace, scenarios: set[str]) 
     except Skip as exc:
         res.status = str(exc)
     except Exception as exc:
-        res.status = f"failed: {type(exc).__name__}: {exc}"
+        res.status = f"failed: {describe(exc)}"
         tail = target.log_tail()
         if tail:
             res.status += f" [log: {tail[-600:]}]"
@@ -513,7 +520,7 @@ def report(results: list[TargetResult], cold: dict[str, Any] | None, args: argpa
         )
     )
     out.append(
-        "server CPU = utime+stime of the process the client talks to (stdio: the echo processes; gateway: "
+        "\nserver CPU = utime+stime of the process the client talks to (stdio: the echo processes; gateway: "
         "the gateway process only), over the 16-session loop (1-session if throughput was not run), per call;\n"
         "upstream = the echo server behind a proxy; client = the load generator's own processes."
     )
@@ -531,7 +538,7 @@ def report(results: list[TargetResult], cold: dict[str, Any] | None, args: argpa
         if r.status == "ok" and (b := r.load.get("big"))
     ]
     if big_rows:
-        out.append(f"\n1 MB results (big, size={BIG_SIZE:,}), 1 session:")
+        out.append(f"\n1 MB results (big, size={BIG_SIZE:,}), 1 session:\n")
         out.append(
             table(["target", "p50 ms", "calls/s", "server CPU ms/call", "upstream CPU ms/call", "errors"], big_rows)
         )
@@ -549,7 +556,7 @@ def report(results: list[TargetResult], cold: dict[str, Any] | None, args: argpa
         if r.status == "ok" and (i := r.idle)
     ]
     if idle_rows:
-        out.append("\nIdle sessions held (server process RSS, VmRSS):")
+        out.append("\nIdle sessions held (server process RSS, VmRSS):\n")
         out.append(
             table(
                 ["target", "RSS at rest MB", "sessions", "alive (ping)", "open s", "RSS held MB", "KB/idle session"],
@@ -558,7 +565,7 @@ def report(results: list[TargetResult], cold: dict[str, Any] | None, args: argpa
         )
     if cold:
         out.append(
-            "\nCold start, gateway with 5 servers (start delays " + ", ".join(f"{x:g}" for x in COLD_DELAYS) + " s):"
+            "\nCold start, gateway with 5 servers (start delays " + ", ".join(f"{x:g}" for x in COLD_DELAYS) + " s):\n"
         )
         out.append(
             table(
@@ -682,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cold = run_coldstart(args.gateway_arg)
         except Exception as exc:
-            print(f"  coldstart failed: {type(exc).__name__}: {exc}", flush=True)
+            print(f"  coldstart failed: {describe(exc)}", flush=True)
     print(
         f"\nload average after the run: {load_avg()} (on {os.cpu_count()} CPUs; above that, other work skews "
         "these numbers)\n"
