@@ -32,6 +32,7 @@ import os
 import resource
 import shlex
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,26 @@ STREAM_LIMIT = 128 * 1024 * 1024  # big results arrive as one line / one chunk
 
 class CallError(Exception):
     """A request failed: HTTP status, JSON-RPC error, or a tool error result."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+BUSY = (429, 503)  # "retry shortly": a gateway's in-flight or session limit
+
+
+async def with_backoff(fn: Callable[[], Any], attempts: int = 8) -> Any:
+    """``await fn()``, retried with backoff while the server answers busy (setup and checks only:
+    the measured loops count a busy answer as an error)."""
+    for i in range(attempts):
+        try:
+            return await fn()
+        except CallError as exc:
+            if exc.status not in BUSY or i == attempts - 1:
+                raise
+            await asyncio.sleep(min(1.0, 0.05 * 2**i))
+    raise AssertionError("unreachable")
 
 
 def _tool_call_tail(tool: str, arguments: dict[str, Any]) -> bytes:
@@ -277,7 +298,7 @@ class HttpSession:
             return headers, await self._sse_until(conn, headers, rid)
         payload = await self._read_body(conn, status, headers)
         if status != 200:
-            raise CallError(f"HTTP {status}: {payload[:200]!r}")
+            raise CallError(f"HTTP {status}: {payload[:200]!r}", status)
         if sse:
             for msg in parse_sse(payload):
                 if msg.get("id") == rid and ("result" in msg or "error" in msg):
@@ -296,20 +317,20 @@ class HttpSession:
     async def notify(self, method: str) -> None:
         status, _, payload = await self.post(_dumps({"jsonrpc": "2.0", "method": method}))
         if status not in (200, 202, 204):
-            raise CallError(f"notification {method}: HTTP {status}: {payload[:200]!r}")
+            raise CallError(f"notification {method}: HTTP {status}: {payload[:200]!r}", status)
 
     async def initialize(self) -> dict[str, Any]:
         self.next_id += 1
         rid = self.next_id
         params = {"protocolVersion": self.protocol, "capabilities": {}, "clientInfo": CLIENT_INFO}
         body = _dumps({"jsonrpc": "2.0", "id": rid, "method": "initialize", "params": params})
-        headers, msg = await self._rpc_exchange(body, rid)
+        headers, msg = await with_backoff(lambda: self._rpc_exchange(body, rid))
         result = _check_reply(msg, rid)
         sid = headers.get(b"mcp-session-id")
         self.session_id = sid.decode("latin-1") if sid else None
         self.protocol = str(result.get("protocolVersion", self.protocol))
         self._build_head()
-        await self.notify("notifications/initialized")
+        await with_backoff(lambda: self.notify("notifications/initialized"))
         return result
 
     def make_call(self, tool: str, arguments: dict[str, Any]) -> Callable[[], Any]:
@@ -492,7 +513,7 @@ async def _open_sessions(spec: WorkerSpec) -> list[Session]:
             if spec.mode == "load":
                 call = s.make_call(spec.tool, spec.arguments)
                 for i in range(max(1, spec.warmup)):
-                    result = await call()
+                    result = await with_backoff(call)
                     if i == 0 and spec.expect_text is not None:
                         text = result["content"][0]["text"]
                         if text != spec.expect_text:
@@ -539,12 +560,14 @@ async def _worker(conn: Any, spec: WorkerSpec) -> None:
             conn.send(("done", {"lat": lat, "errors": sum(errs), "elapsed": elapsed}))
             await _recv(conn)  # "close": the parent has read the CPU counters
         elif spec.mode == "idle" and cmd == "check":
+            failures: list[str] = []
 
             async def ping(s: Session) -> bool:
                 try:
-                    await asyncio.wait_for(s.rpc("ping"), 30)
+                    await asyncio.wait_for(with_backoff(lambda: s.rpc("ping")), 30)
                     return True
-                except Exception:
+                except Exception as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
                     return False
 
             sem = asyncio.Semaphore(spec.setup_concurrency)
@@ -554,7 +577,7 @@ async def _worker(conn: Any, spec: WorkerSpec) -> None:
                     return await ping(s)
 
             ok = await asyncio.gather(*(limited(s) for s in sessions))
-            conn.send(("checked", {"ok": sum(ok), "failed": len(ok) - sum(ok)}))
+            conn.send(("checked", {"ok": sum(ok), "failed": len(ok) - sum(ok), "errors": failures[:3]}))
             await _recv(conn)
     except Exception as exc:
         with contextlib.suppress(Exception):
@@ -711,9 +734,12 @@ class WorkerPool:
                 conn.send(msg)
 
     def close(self) -> None:
+        """Let the workers close their sessions and exit; on an error or interrupt, kill them now."""
+        failing = sys.exc_info()[0] is not None
         self.broadcast("close")
+        end = time.monotonic() + (1 if failing else 35)
         for proc in self.procs:
-            proc.join(timeout=35)
+            proc.join(timeout=max(0.0, end - time.monotonic()))
         for proc in self.procs:
             if proc.is_alive():
                 proc.kill()
@@ -766,6 +792,7 @@ class IdleResult:
     ok: int
     failed: int
     open_s: float
+    errors: list[str] = field(default_factory=list)
 
     @property
     def per_session_kb(self) -> float:
@@ -795,6 +822,7 @@ def run_idle(spec: WorkerSpec, workers: int, server_pid: int, settle: float = 2.
         ok=sum(c["ok"] for c in checked),
         failed=sum(c["failed"] for c in checked),
         open_s=open_s,
+        errors=[e for c in checked for e in c["errors"]][:3],
     )
 
 

@@ -563,6 +563,7 @@ def report(results: list[TargetResult], cold: dict[str, Any] | None, args: argpa
                 idle_rows,
             )
         )
+        out += [f"  {r.name}: ping failed: {e[:200]}" for r in results if r.idle for e in r.idle.errors]
     if cold:
         out.append(
             "\nCold start, gateway with 5 servers (start delays " + ", ".join(f"{x:g}" for x in COLD_DELAYS) + " s):\n"
@@ -672,24 +673,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown target/scenario {bad}; targets: {ALL_TARGETS}, scenarios: {ALL_SCENARIOS}")
 
     def on_term(signum: int, frame: Any) -> None:
+        # Once only: a second signal must not interrupt the cleanup the first one started.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     loadgen._raise_nofile()  # servers started from here inherit the raised limit (idle sessions)
     print(f"machine: {machine_line()}; loops {args.duration:g} s, {args.workers} load workers", flush=True)
     results: list[TargetResult] = []
     cold: dict[str, Any] | None = None
-    for target in make_targets(names, args.gateway_arg):
-        print(f"{target.name}: {target.description}", flush=True)
-        results.append(bench_target(target, args, scenarios))
-        if results[-1].status != "ok":
-            print(f"  {target.name}: {results[-1].status}", flush=True)
-    if "gateway" in names and "coldstart" in scenarios and gateway_available()[0]:
-        print("gateway: coldstart ...", flush=True)
-        try:
-            cold = run_coldstart(args.gateway_arg)
-        except Exception as exc:
-            print(f"  coldstart failed: {describe(exc)}", flush=True)
+    try:
+        for target in make_targets(names, args.gateway_arg):
+            print(f"{target.name}: {target.description}", flush=True)
+            results.append(bench_target(target, args, scenarios))
+            if results[-1].status != "ok":
+                print(f"  {target.name}: {results[-1].status}", flush=True)
+        if "gateway" in names and "coldstart" in scenarios and gateway_available()[0]:
+            print("gateway: coldstart ...", flush=True)
+            try:
+                cold = run_coldstart(args.gateway_arg)
+            except Exception as exc:
+                print(f"  coldstart failed: {describe(exc)}", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: every process started here has been stopped", file=sys.stderr)
+        return 130
     print(
         f"\nload average after the run: {load_avg()} (on {os.cpu_count()} CPUs; above that, other work skews "
         "these numbers)\n"
