@@ -161,6 +161,10 @@ class Gateway:
             if router_ref:
                 await router_ref[0].server_lists_changed(server, kind)
 
+        async def server_notification(server: UpstreamServer, method: str, params: dict[str, Any]) -> None:
+            if router_ref:
+                await router_ref[0].server_notification(server, method, params)
+
         for name, server_settings in sandbox.servers.items():
             try:
                 entry = self.catalog.get(name)
@@ -168,6 +172,13 @@ class Gateway:
                 logger.warning("sandbox %s enables %s, which is no longer in the catalog", sandbox.id, name)
                 continue
             prefixes[name] = entry.tool_prefix
+            if entry.remote is not None:  # reached over HTTP, not spawned
+                from gateway.upstream.remote import RemoteServer
+
+                servers[name] = RemoteServer(  # type: ignore[assignment]
+                    name, sandbox.id, entry, server_settings, self._limits(entry), redactor, list_changed
+                )
+                continue
             servers[name] = UpstreamServer(
                 name=name,
                 sandbox=sandbox.id,
@@ -176,6 +187,7 @@ class Gateway:
                 limits=self._limits(entry),
                 redactor=redactor,
                 on_list_changed=list_changed,
+                on_notification=server_notification,
             )
 
         async def notify_sessions(kind: str) -> None:

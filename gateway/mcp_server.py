@@ -387,6 +387,31 @@ def build_server(gateway: Gateway) -> GatewayServer:
             raise fail(exc) from None
         return types.ReadResourceResult.model_validate(result)
 
+    async def subscribe(ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
+        principal, router = await router_for(ctx)
+        try:
+            await router.subscribe(principal, str(params.uri), ctx.session._connection)
+        except UpstreamError as exc:
+            raise fail(exc) from None
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        principal, router = await router_for(ctx)
+        try:
+            await router.unsubscribe(principal, str(params.uri), ctx.session._connection)
+        except UpstreamError as exc:
+            raise fail(exc) from None
+        return types.EmptyResult()
+
+    async def complete(ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> types.CompleteResult:
+        principal, router = await router_for(ctx)
+        dumped = params.model_dump(by_alias=True, mode="json", exclude_none=True)
+        try:
+            result = await router.complete(principal, dumped["ref"], dumped["argument"], dumped.get("context"))
+        except UpstreamError as exc:
+            raise fail(exc) from None
+        return types.CompleteResult.model_validate(result)
+
     with warnings.catch_warnings():
         # logging/setLevel is deprecated from 2026-07-28 on, but handshake-era clients use it.
         warnings.simplefilter("ignore")
@@ -402,4 +427,7 @@ def build_server(gateway: Gateway) -> GatewayServer:
             on_list_resource_templates=list_resource_templates,
             on_read_resource=read_resource,
             on_set_logging_level=set_logging_level,
+            on_subscribe_resource=subscribe,
+            on_unsubscribe_resource=unsubscribe,
+            on_completion=complete,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,6 +62,7 @@ class SandboxRouter:
         self.admit: Callable[[str, str, dict[str, Any]], bool] | None = None
         self._tools: dict[str, Route] | None = None
         self._prompts: dict[str, Route] | None = None
+        self._subscribers: dict[str, weakref.WeakSet[Any]] = {}  # resource uri -> subscribed connections
         self.rejected: dict[str, str] = {}  # exposed name -> why it is not offered
 
     # -- servers -------------------------------------------------------------------------
@@ -130,8 +132,10 @@ class SandboxRouter:
 
     # -- tools ---------------------------------------------------------------------------
 
-    async def list_tools(self, principal: Principal) -> list[dict[str, Any]]:
-        await self.ensure_started(self.visible_servers(principal))
+    async def list_tools(self, principal: Principal, start: bool = True) -> list[dict[str, Any]]:
+        """``start=False``: list what is known now (running servers, tool records) without starting any."""
+        if start:
+            await self.ensure_started(self.visible_servers(principal))
         return [
             self.redactor.value(route.definition)
             for route in self.tool_routes().values()
@@ -240,6 +244,66 @@ class SandboxRouter:
             raise UpstreamError(f"Resource not found: {uri}", -32002)
         params: dict[str, Any] = {"uri": uri}
         return self.redactor.value(await self._call(owner.name, "resources/read", params, None, meta))
+
+    async def subscribe(self, principal: Principal, uri: str, connection: Any) -> None:
+        """Forward ``resources/subscribe`` to the owner; its ``resources/updated`` then reach ``connection``."""
+        servers = self.visible_servers(principal)
+        await self.ensure_started(servers)
+        owner = self._owner_of(servers, uri)
+        if owner is None:
+            raise UpstreamError(f"Resource not found: {uri}", -32002)
+        await self._call(owner.name, "resources/subscribe", {"uri": uri}, None, None)
+        self._subscribers.setdefault(uri, weakref.WeakSet()).add(connection)
+
+    async def unsubscribe(self, principal: Principal, uri: str, connection: Any) -> None:
+        subscribers = self._subscribers.get(uri)
+        if subscribers is not None:
+            subscribers.discard(connection)
+        if subscribers:
+            return  # another session still wants updates
+        self._subscribers.pop(uri, None)
+        owner = self._owner_of(self.visible_servers(principal), uri)
+        if owner is not None and owner.state == "running":
+            await self._call(owner.name, "resources/unsubscribe", {"uri": uri}, None, None)
+
+    async def server_notification(self, server: UpstreamServer, method: str, params: dict[str, Any]) -> None:
+        """Notifications not tied to a call: resource updates go to the sessions that subscribed."""
+        if method != "notifications/resources/updated":
+            return
+        uri = params.get("uri")
+        for connection in list(self._subscribers.get(uri, ()) if isinstance(uri, str) else ()):
+            try:
+                await connection.send_resource_updated(uri)
+            except Exception:
+                logger.debug("could not deliver resources/updated for %s", uri, exc_info=True)
+
+    async def complete(
+        self, principal: Principal, ref: dict[str, Any], argument: dict[str, Any], context: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Route ``completion/complete`` to the server owning the prompt or resource template."""
+        ref = dict(ref)
+        if ref.get("type") == "ref/prompt":
+            route = self.prompt_routes().get(str(ref.get("name")))
+            if route is None:
+                await self.ensure_started(self.visible_servers(principal))
+                route = self.prompt_routes().get(str(ref.get("name")))
+            if route is None or not principal.may_use_server(route.server):
+                raise UnknownName("prompt", str(ref.get("name")))
+            server_name = route.server
+            ref["name"] = route.original
+        else:
+            servers = self.visible_servers(principal)
+            await self.ensure_started(servers)
+            owner = self._owner_of(servers, str(ref.get("uri")))
+            if owner is None:
+                raise UpstreamError(f"Resource not found: {ref.get('uri')}", -32002)
+            server_name = owner.name
+        if self.servers[server_name].capabilities.get("completions") is None:
+            return {"completion": {"values": [], "total": 0, "hasMore": False}}
+        params: dict[str, Any] = {"ref": ref, "argument": argument}
+        if context:
+            params["context"] = context
+        return self.redactor.value(await self._call(server_name, "completion/complete", params, None, None))
 
     # -- lifecycle -----------------------------------------------------------------------
 
