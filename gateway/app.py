@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
@@ -157,6 +158,8 @@ class McpGuard:
         if token is None:
             return self.unauthorized("a bearer token is required", error=None)
         try:
+            if self.gateway.tokens.fetches_keys:
+                return await anyio.to_thread.run_sync(self.gateway.authenticate, token)
             return self.gateway.authenticate(token)
         except AuthError as exc:
             return self.unauthorized(exc.description, exc.error)

@@ -24,6 +24,7 @@ DEFAULT_TTL = 24 * 3600
 LEEWAY_SECONDS = 30
 ASYMMETRIC_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
 FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")
+JWKS_COOLDOWN = 5.0
 
 
 class AuthError(Exception):
@@ -92,7 +93,16 @@ class TokenService:
             except OSError as exc:
                 raise ValueError(f"cannot read --jwt-public-key {public_key_file}: {exc.strerror}") from None
         if jwks_url is not None:
-            self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, max_cached_keys=16, lifespan=300, timeout=5)
+            # Unknown kids refetch the set at most every JWKS_COOLDOWN seconds: a flood of forged kids
+            # cannot turn into a flood of fetches.
+            self._jwks = jwt.PyJWKClient(
+                jwks_url, cache_keys=True, max_cached_keys=16, lifespan=300, timeout=5, cooldown_duration=JWKS_COOLDOWN
+            )
+
+    @property
+    def fetches_keys(self) -> bool:
+        """Verification may fetch a JWKS over the network (so callers run it off the event loop)."""
+        return self._jwks is not None
 
     @property
     def external(self) -> bool:
