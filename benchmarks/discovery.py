@@ -121,7 +121,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "session_ms": summary(samples, "session_ms"),
             "relist_ms": summary(samples, "relist_ms"),
             "tools_listed": samples[0]["tools"],
-            "servers_running_after_list": samples[0]["running"],
+            "processes_after_list": samples[0]["running"],
         }
         if name == "discovery":
             out[name]["find_ms"] = summary(samples, "find_ms")
@@ -133,12 +133,12 @@ def print_table(result: dict[str, Any]) -> None:
         f"{result['servers']} servers x {result['tools_per_server']} tools, start delay {result['start_delay_s']:g} s,"
         f" {result['rounds']} cold sandboxes each (median [min-max] ms)"
     )
-    print(f"{'':<10} {'first list':>22} {'init+first list':>22} {'second list':>22} {'tools':>6} {'running':>8}")
+    print(f"{'':<10} {'first list':>22} {'init+first list':>22} {'second list':>22} {'tools':>6} {'procs':>8}")
     for name in ("start", "record", "discovery"):
         row = result[name]
         keys = ("list_ms", "session_ms", "relist_ms")
         cells = [f"{row[k]['median']:.1f} [{row[k]['min']:.1f}-{row[k]['max']:.1f}]" for k in keys]
-        counts = f"{row['tools_listed']:>6} {row['servers_running_after_list']:>8}"
+        counts = f"{row['tools_listed']:>6} {row['processes_after_list']:>8}"
         print(f"{name:<10} {cells[0]:>22} {cells[1]:>22} {cells[2]:>22} {counts}")
     find = result["discovery"]["find_ms"]
     print(f"gateway__find_tools: {find['median']:.1f} ms median [{find['min']:.1f}-{find['max']:.1f}]")
