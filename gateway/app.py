@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.auth import AuthError, Principal, bearer_from_header
 from gateway.hub import Gateway
 from gateway.mcp_server import PRINCIPAL_SCOPE_KEY, build_server
+from gateway.metrics import count_rejection
 
 logger = logging.getLogger("gateway.http")
 
@@ -64,6 +65,8 @@ def send_with_retry_after(send: Send) -> Send:
     """Add ``Retry-After`` to the SDK's 503 (session limit) answers so clients back off instead of failing."""
 
     async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 413:
+            count_rejection("size")
         if message["type"] == "http.response.start" and message["status"] == 503:
             headers = list(message.get("headers", []))
             if not any(k.lower() == b"retry-after" for k, _ in headers):
@@ -117,14 +120,17 @@ class McpGuard:
         headers = {k: v for k, v in scope["headers"] if k in (b"origin", b"host", b"authorization")}
         origin = headers.get(b"origin")
         if origin is not None and not self.origin_allowed(origin.decode("latin-1")):
+            count_rejection("origin")
             await jsonrpc_error(403, -32600, "Forbidden: this Origin may not use the gateway")(scope, receive, send)
             return
         host = headers.get(b"host", b"").decode("latin-1")
         if self.check_host and not self.host_allowed(host):
+            count_rejection("host")
             await jsonrpc_error(421, -32600, "Misdirected request: unknown Host")(scope, receive, send)
             return
         principal = await self.principal(headers.get(b"authorization"))
         if isinstance(principal, Response):
+            count_rejection("auth")
             await principal(scope, receive, send)
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
@@ -139,6 +145,7 @@ class McpGuard:
         if self.inflight.get(sandbox, 0) >= self.max_inflight:
             busy = jsonrpc_error(429, -32000, "Too many concurrent requests for this sandbox; retry shortly")
             busy.headers["Retry-After"] = "1"
+            count_rejection("rate")
             await busy(scope, receive, send)
             return
         self.inflight[sandbox] = self.inflight.get(sandbox, 0) + 1

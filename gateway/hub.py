@@ -40,8 +40,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def _repo_relative(arg: str) -> str:
     """A relative path argument (``tests/fixtures/x.py``) names a file of the gateway's own tree."""
-    if "/" in arg and not arg.startswith(("/", "-")) and (REPO_ROOT / arg).exists():
-        return str(REPO_ROOT / arg)
+    if "/" in arg and not arg.startswith(("/", "-")) and len(arg) < 4096:
+        try:
+            if (REPO_ROOT / arg).exists():
+                return str(REPO_ROOT / arg)
+        except OSError:  # not a path after all (a long script, a URL, ...)
+            pass
     return arg
 
 

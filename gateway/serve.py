@@ -101,6 +101,7 @@ FEATURES = (
     "gateway.admin",
     "gateway.status",
     "gateway.observe",
+    "gateway.toolcache",
     "gateway.discovery",
     "gateway.integrity",
     "gateway.lifecycle",

@@ -36,7 +36,8 @@ def start(gateway_factory: Callable[..., RunningGateway], tmp_path: Path) -> Run
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(CONFIG))
     env = {"MCP_GATEWAY_CANARY": CANARY, "SHELL": "/bin/canary-shell", "TERM": "canary-term", "USER": "canary-user"}
-    return gateway_factory(["--config", f"@{config_file}"], catalog=CATALOG, env=env)
+    # Host runtime: these tests read the servers' /proc entries by the pids the servers report.
+    return gateway_factory(["--config", f"@{config_file}", "--runtime", "host"], catalog=CATALOG, env=env)
 
 
 async def fetch_env(gateway: RunningGateway, server: str) -> dict[str, str]:
