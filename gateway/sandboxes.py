@@ -141,6 +141,15 @@ class SandboxStore:
             rows = self._db.execute("SELECT * FROM sandboxes ORDER BY created_at").fetchall()
         return [self._open(row) for row in rows]
 
+    def expired_ids(self, now: float | None = None) -> list[str]:
+        """Ids of sandboxes whose expiry has passed (no secrets are opened)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM sandboxes WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def delete(self, sandbox_id: str) -> bool:
         """Erase a sandbox and its secrets (the row is deleted and the file space reclaimed)."""
         with self._lock:
