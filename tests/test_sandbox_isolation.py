@@ -42,8 +42,8 @@ async def run_session(gateway: RunningGateway, token: str, mode: str, seed: int)
 
 
 async def run_both(gateway: RunningGateway, token_a: str, token_b: str) -> tuple[list[str], list[str]]:
-    # Start each sandbox's servers first: concurrent first calls into a server that is still
-    # starting can meet a stale (empty) tool index in the router (reported; router.py is not ours).
+    # Start each sandbox's servers first, so this test is about isolation only: a first call
+    # racing a server's start could meet a tool index built while it was starting (reported).
     for token in (token_a, token_b):
         async with gateway.client(token) as client:
             await client.list_tools()
