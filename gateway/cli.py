@@ -101,6 +101,9 @@ def build_parser() -> Parser:
         default=64,
         help="in-flight MCP requests per sandbox before 429",
     )
+    serve.add_argument(
+        "--idle-timeout", type=float, default=900.0, help="seconds without requests before a sandbox's servers stop"
+    )
     serve.add_argument("--call-timeout", type=float, default=300.0, help="seconds an upstream call may take")
     serve.add_argument("--grace-period", type=float, default=10.0, help="seconds to finish calls on shutdown")
 
@@ -129,7 +132,7 @@ def build_parser() -> Parser:
     add_data_dir(pull)
     add_catalog(pull)
 
-    for module in ("gateway.cli_remote", "gateway.cli_sandbox"):
+    for module in ("gateway.cli_remote", "gateway.cli_sandbox", "gateway.cli_doctor"):
         with_module(module, lambda m: m.register(commands))
     return parser
 

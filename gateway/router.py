@@ -145,8 +145,10 @@ class SandboxRouter:
     async def resolve_tool(self, principal: Principal, name: str) -> Route:
         route = self.tool_routes().get(name)
         if route is None:
-            # Servers not started yet have no tools listed: start what the token may see, then look again.
+            # Servers not started yet have no tools listed: start what the token may see, then look again
+            # (rebuilding the index: a server may have finished starting for another request meanwhile).
             await self.ensure_started(self.visible_servers(principal))
+            self.invalidate()
             route = self.tool_routes().get(name)
         if route is None or not principal.may_use_tool(route.server, route.exposed):
             raise UnknownName("tool", name)

@@ -57,6 +57,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         discovery_limit=args.discovery_limit,
         prestart=args.prestart,
         call_timeout=args.call_timeout,
+        idle_timeout=args.idle_timeout,
         max_inflight_per_sandbox=args.max_concurrent_requests,
         grace_period=args.grace_period,
         catalog_files=tuple(Path(f) for f in args.catalog),
