@@ -1,0 +1,145 @@
+"""Remote upstreams (``remote:`` entries): streamable HTTP and SSE, credential injection, one session.
+
+The upstream is tests/fixtures/remote_server.py on loopback; it records the headers of every
+request it receives.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, RunningGateway, free_port
+
+REMOTE_SERVER = REPO / "tests" / "fixtures" / "remote_server.py"
+SECRET = "remote-secret-value-5e0a"
+
+
+@dataclass
+class Remote:
+    port: int
+    record: Path
+
+    def requests(self) -> list[dict[str, object]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[Remote]:
+    record = tmp_path / "requests.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, str(REMOTE_SERVER), "--port", "0", "--record", str(record)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("listening on "), line
+        yield Remote(int(line.split()[-1]), record)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def catalog(url: str, transport: str = "http") -> dict[str, object]:
+    return {
+        "rem": {
+            "remote": {
+                "url": url,
+                "transport_type": transport,
+                "headers": {"Authorization": "Bearer ${API_TOKEN}", "X-Plain": "plain-value"},
+            },
+            "secrets": [{"name": "rem.api_token", "env": "API_TOKEN"}],
+        }
+    }
+
+
+def start(factory: Callable[..., RunningGateway], tmp_path: Path, registry: dict[str, object]) -> RunningGateway:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"rem": {"apiToken": SECRET}}))
+    return factory(["--config", f"@{config}"], catalog=registry)
+
+
+async def test_remote_tools_are_listed_and_called_over_streamable_http(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path, remote: Remote
+) -> None:
+    gateway = start(gateway_factory, tmp_path, catalog(f"http://127.0.0.1:{remote.port}/mcp"))
+    async with gateway.client() as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("rem__echo", {"text": "over http"})
+    assert names == {"rem__echo", "rem__headers"}
+    assert result.content[0].text == "over http"  # type: ignore[union-attr]
+
+
+async def test_header_values_are_filled_from_the_sandbox_secret(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path, remote: Remote
+) -> None:
+    gateway = start(gateway_factory, tmp_path, catalog(f"http://127.0.0.1:{remote.port}/mcp"))
+    async with gateway.client() as client:
+        result = await client.call_tool("rem__headers", {})
+    posts = [r for r in remote.requests() if r["method"] == "POST"]
+    assert posts
+    for request in posts:
+        headers = request["headers"]
+        assert isinstance(headers, dict)
+        assert headers["authorization"] == f"Bearer {SECRET}"
+        assert headers["x-plain"] == "plain-value"
+    # What the remote echoes back is redacted like any result.
+    assert SECRET not in result.content[0].text  # type: ignore[union-attr]
+    assert "[REDACTED:rem.api_token]" in result.content[0].text  # type: ignore[union-attr]
+
+
+async def test_the_clients_token_is_never_passed_upstream(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path, remote: Remote
+) -> None:
+    gateway = start(gateway_factory, tmp_path, catalog(f"http://127.0.0.1:{remote.port}/mcp"))
+    async with gateway.client() as client:
+        await client.call_tool("rem__echo", {"text": "x"})
+    recorded = remote.record.read_text()
+    assert gateway.token not in recorded
+    assert gateway.token.split(".")[2] not in recorded  # not even the signature
+
+
+async def test_sse_transport_works(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path, remote: Remote
+) -> None:
+    gateway = start(gateway_factory, tmp_path, catalog(f"http://127.0.0.1:{remote.port}/sse", "sse"))
+    async with gateway.client() as client:
+        result = await client.call_tool("rem__echo", {"text": "over sse"})
+    assert result.content[0].text == "over sse"  # type: ignore[union-attr]
+    assert all(r["headers"]["authorization"] == f"Bearer {SECRET}" for r in remote.requests())  # type: ignore[index]
+
+
+async def test_one_upstream_session_serves_every_client_session_of_the_sandbox(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path, remote: Remote
+) -> None:
+    gateway = start(gateway_factory, tmp_path, catalog(f"http://127.0.0.1:{remote.port}/mcp"))
+    for text in ("one", "two", "three"):
+        async with gateway.client() as client:
+            await client.call_tool("rem__echo", {"text": text})
+    initializes = [r for r in remote.requests() if r["method"] == "POST" and "mcp-session-id" not in r["headers"]]  # type: ignore[operator]
+    assert len(initializes) == 1
+
+
+async def test_unreachable_remote_is_reported_and_the_gateway_keeps_serving(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path
+) -> None:
+    gateway = start(gateway_factory, tmp_path, catalog(f"http://127.0.0.1:{free_port()}/mcp"))
+    async with gateway.client() as client:
+        tools = await client.list_tools()
+    assert tools.tools == []
+    with gateway.admin() as admin:
+        status = admin.get("/admin/status").json()
+    server = next(s for box in status["sandboxes"] for s in box["servers"] if s["name"] == "rem")
+    assert server["state"] == "failed"
+    assert "127.0.0.1" in server["last_error"]
+    assert SECRET not in json.dumps(status)
