@@ -84,6 +84,7 @@ async def test_log_message_reaches_the_caller(gw: RunningGateway, mode: str) -> 
     assert [(m.level, m.logger, m.data) for m in logs] == [("warning", "fixture", "disk almost full")]
 
 
+@pytest.mark.filterwarnings("ignore:The logging capability is deprecated")
 async def test_log_level_set_by_the_client_filters_relayed_messages(gw: RunningGateway) -> None:
     logs: list[str] = []
 

@@ -168,7 +168,11 @@ class StdioConnection:
         try:
             self._write(message)
             await self._writer.drain()
-            result = await asyncio.wait_for(future, timeout)
+            try:
+                result = await asyncio.wait_for(future, timeout)
+            except UpstreamError:
+                await self._flush_deliveries(pending)  # progress sent before an error still arrives first
+                raise
             await self._flush_deliveries(pending)
             return result
         except TimeoutError:

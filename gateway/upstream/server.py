@@ -134,6 +134,16 @@ class UpstreamServer:
         if len(recent) >= MAX_CRASHES_IN_WINDOW:
             retry_in = FAILED_COOLDOWN_SECONDS - (now - recent[-1])
             if retry_in > 0:
+                if self.state != "failed":
+                    logger.warning(
+                        "server %s of sandbox %s crashed %d times in %g s: marked failed for %g s; last error: %s",
+                        self.name,
+                        self.sandbox,
+                        len(recent),
+                        CRASH_WINDOW_SECONDS,
+                        FAILED_COOLDOWN_SECONDS,
+                        self.last_error,
+                    )
                 self.state = "failed"
                 raise UpstreamError(
                     f"server {self.name!r} crashed {len(recent)} times in {CRASH_WINDOW_SECONDS:g} s and is marked"
@@ -320,6 +330,9 @@ class UpstreamServer:
                 await self._on_list_changed(self, kinds[method])
         elif self._on_notification is not None:
             await self._on_notification(self, method, params)
+        elif method == "notifications/message":  # not attributable to one caller: keep it in our log
+            data = str(self.redactor.value(params.get("data")))[:500]
+            logger.debug("server %s of sandbox %s logged (%s): %s", self.name, self.sandbox, params.get("level"), data)
 
     # -- calls ---------------------------------------------------------------------------
 
