@@ -35,6 +35,7 @@ BUILTIN_TOOLS = {
     "change_tools",
     "change_description",
     "whoami",
+    "meta",
     "write_file",
     "read_file",
     "connect",
