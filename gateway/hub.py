@@ -107,13 +107,17 @@ class Gateway:
     def authenticate(self, token: str) -> Principal:
         """Verify a sandbox token and that its sandbox still exists."""
         principal = self.tokens.verify(token)
+        self.check_sandbox(principal)
+        return principal
+
+    def check_sandbox(self, principal: Principal) -> None:
+        """Raise :class:`AuthError` unless the principal's sandbox still exists (checked on every request)."""
         if principal.sandbox in self._routers:
             expires_at = self._expires.get(principal.sandbox)
             if expires_at is not None and time.time() >= expires_at:
                 raise AuthError("the token's sandbox has expired")
         elif self.sandbox(principal.sandbox) is None:
             raise AuthError("the token's sandbox does not exist (deleted or expired)")
-        return principal
 
     def create_sandbox(
         self,
@@ -290,7 +294,14 @@ class Gateway:
         meta: dict[str, Any] | None,
         downstream: Downstream,
         session_id: str | None = None,
+        encode: Callable[[dict[str, Any]], bytes | None] | None = None,
     ) -> dict[str, Any]:
+        """Route one tools/call and tell the observers about it.
+
+        ``encode`` (the fast path's result encoder) turns the result into the bytes the client will
+        get; when given, the observers' ``result_bytes`` is measured on those bytes instead of
+        serialising the result a second time just to count it.
+        """
         if name.startswith("gateway__"):  # discovery's own tools (gateway/discovery.py)
             from gateway import discovery
 
@@ -323,7 +334,9 @@ class Gateway:
             raise
         else:
             record.outcome = "tool_error" if result.get("isError") else "ok"
-            record.result_bytes = len(orjson.dumps(result)) if self.observers else 0
+            if self.observers:
+                encoded = encode(result) if encode is not None else None
+                record.result_bytes = len(encoded) if encoded is not None else len(orjson.dumps(result))
             return result
         finally:
             finished = time.perf_counter()
@@ -346,6 +359,17 @@ class Gateway:
             await service.start()
         if self.settings.prestart and self.sandbox(self.default_sandbox) is not None:
             self.spawn(self.start_sandbox(self.default_sandbox))
+        self.spawn(self._report_runtime())
+
+    async def _report_runtime(self) -> None:
+        """Say once where servers will run (probing bwrap and container engines takes a moment)."""
+        from gateway.upstream.runtimes import runtimes_for
+
+        try:
+            line = await runtimes_for(self.settings.runtime, self.settings.container_engine, self.data.path).describe()
+        except Exception as exc:
+            line = f"runtime: could not probe ({exc})"
+        print(line[:1].upper() + line[1:], flush=True)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
