@@ -20,13 +20,12 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.auth import bearer_from_header, check_admin_key
+from gateway.admin_access import admin_refusal
 from gateway.catalog import CatalogError
 from gateway.hub import Gateway
 from gateway.sandboxes import Sandbox, SandboxError
@@ -58,35 +57,11 @@ def error_response(exc: ApiError) -> Response:
 # -- request checks --------------------------------------------------------------------------
 
 
-def _loopback(hostname: str) -> bool:
-    from gateway.app import is_loopback_host
-
-    return is_loopback_host(hostname)
-
-
-def check_origin(request: Request, gateway: Gateway) -> None:
-    """Browsers' cross-site requests are refused, as on /mcp (loopback or --allow-origin only)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin in gateway.settings.allow_origins:
-        return
-    parts = urlsplit(origin)
-    if parts.scheme in ("http", "https") and parts.hostname and _loopback(parts.hostname):
-        return
-    raise ApiError(403, "forbidden", "this Origin may not use the admin API")
-
-
 def check_admin(request: Request, gateway: Gateway) -> None:
-    presented = bearer_from_header(request.headers.get("authorization"))
-    if check_admin_key(presented, gateway.admin_key):
-        return
-    metadata = gateway.settings.base_url + "/.well-known/oauth-protected-resource"
-    challenge = f'Bearer realm="mcp-gateway-admin", resource_metadata="{metadata}"'
-    if presented is None:
-        message = "the admin key is required: send Authorization: Bearer <admin key>"
-    else:
-        challenge += ', error="invalid_token", error_description="the admin key is not valid"'
-        message = "the admin key is not valid"
-    raise ApiError(401, "unauthorized", message, {"WWW-Authenticate": challenge})
+    """Origin and admin key, as on every admin route (see gateway.admin_access)."""
+    refusal = admin_refusal(request, gateway)
+    if refusal is not None:
+        raise ApiError(refusal.status, refusal.error, refusal.message, refusal.headers)
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -267,7 +242,6 @@ def guarded(gateway: Gateway, methods: dict[str, Callable[[Request], Awaitable[R
 
     async def endpoint(request: Request) -> Response:
         try:
-            check_origin(request, gateway)
             check_admin(request, gateway)
             handler = methods.get(request.method)
             if handler is None:

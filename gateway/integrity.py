@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.auth import bearer_from_header, check_admin_key
+from gateway.admin_access import admin_denied
 from gateway.datadir import write_private
 
 if TYPE_CHECKING:
@@ -112,13 +112,7 @@ def routes(gateway: Gateway) -> list[Route]:
     ledger: ToolLedger = gateway.tool_ledger  # type: ignore[attr-defined]
 
     def refused(request: Request) -> Response | None:
-        if check_admin_key(bearer_from_header(request.headers.get("authorization")), gateway.admin_key):
-            return None
-        return JSONResponse(
-            {"error": "unauthorized", "message": "the admin key is required"},
-            status_code=401,
-            headers={"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
-        )
+        return admin_denied(request, gateway)
 
     async def changes(request: Request) -> Response:
         if (response := refused(request)) is not None:

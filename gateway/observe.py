@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -24,9 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.app import is_loopback_host
+from gateway.admin_access import admin_denied as shared_admin_denied
 from gateway.audit import DEFAULT_LIMIT, MAX_LIMIT, AuditLog, parse_time
-from gateway.auth import bearer_from_header, check_admin_key
 from gateway.hub import Gateway
 from gateway.metrics import Metrics, activate
 
@@ -71,23 +69,8 @@ def parts(gateway: Gateway) -> tuple[Metrics, AuditLog]:
 def routes(gateway: Gateway) -> list[BaseRoute]:
     metrics, audit = parts(gateway)
 
-    own_origin = _origin_of(gateway.settings.mcp_url)
-
     def admin_denied(request: Request) -> Response | None:
-        origin = request.headers.get("origin")
-        if origin is not None and origin != own_origin and not _origin_allowed(origin, gateway):
-            metrics.count_rejection("origin")
-            return JSONResponse({"error": "forbidden", "message": "this Origin may not use the admin API"}, 403)
-        presented = bearer_from_header(request.headers.get("authorization"))
-        if check_admin_key(presented, gateway.admin_key):
-            return None
-        metrics.count_rejection("auth")
-        message = "the admin key is required" if presented is None else "the admin key was refused"
-        return JSONResponse(
-            {"error": "unauthorized", "message": message},
-            status_code=401,
-            headers={"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
-        )
+        return shared_admin_denied(request, gateway)
 
     async def get_metrics(request: Request) -> Response:
         denied = admin_denied(request)
@@ -148,19 +131,6 @@ def _audit_query(params: Any) -> tuple[str | None, float | None, int]:
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return sandbox, since, limit
-
-
-def _origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _origin_allowed(origin: str, gateway: Gateway) -> bool:
-    """As on /mcp: loopback origins and those given with --allow-origin."""
-    if origin in gateway.settings.allow_origins:
-        return True
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and is_loopback_host(parts.hostname or "")
 
 
 def _static_text(name: str) -> str:

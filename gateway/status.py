@@ -14,8 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.app import json_error
-from gateway.auth import bearer_from_header, check_admin_key
+from gateway.admin_access import admin_denied
 
 if TYPE_CHECKING:
     from gateway.hub import Gateway
@@ -53,14 +52,9 @@ def snapshot(gateway: Gateway) -> dict[str, Any]:
 
 def routes(gateway: Gateway) -> list[Route]:
     async def status(request: Request) -> Response:
-        presented = bearer_from_header(request.headers.get("authorization"))
-        if not check_admin_key(presented, gateway.admin_key):
-            return json_error(
-                401,
-                "unauthorized",
-                "the admin key is required (Authorization: Bearer <admin key>)",
-                {"WWW-Authenticate": 'Bearer realm="mcp-gateway-admin"'},
-            )
+        denied = admin_denied(request, gateway)
+        if denied is not None:
+            return denied
         return JSONResponse(snapshot(gateway))
 
     return [Route("/admin/status", endpoint=status, methods=["GET"])]

@@ -133,7 +133,11 @@ def test_every_route_needs_the_admin_key(
     elif credential:
         headers["Authorization"] = f"Bearer {credential}"
     response = httpx.request(method, gateway.base_url + path, headers=headers, json={"mcp": {}}, timeout=30)
-    assert_error(response, 401, "admin key")
+    if credential == "sandbox-token":  # a valid credential, but not an admin one
+        assert_error(response, 403, "admin key")
+        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+    else:
+        assert_error(response, 401, "admin key")
     assert response.headers["www-authenticate"].startswith("Bearer ")
     assert "resource_metadata=" in response.headers["www-authenticate"]
 

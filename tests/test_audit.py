@@ -140,8 +140,10 @@ def test_the_audit_route_refuses_bad_parameters(gateway_factory: Factory, tmp_pa
 def test_the_audit_route_needs_the_admin_key(gateway_factory: Factory, tmp_path: Path) -> None:
     gw = start_fx(gateway_factory, tmp_path)
     assert httpx.get(gw.base_url + "/admin/audit").status_code == 401
-    wrong = httpx.get(gw.base_url + "/admin/audit", headers={"Authorization": f"Bearer {gw.token}"})
+    wrong = httpx.get(gw.base_url + "/admin/audit", headers={"Authorization": "Bearer not-the-admin-key"})
     assert wrong.status_code == 401
+    sandbox_token = httpx.get(gw.base_url + "/admin/audit", headers={"Authorization": f"Bearer {gw.token}"})
+    assert sandbox_token.status_code == 403
 
 
 # -- the log file itself (in process) ---------------------------------------------------------------

@@ -59,10 +59,12 @@ async def test_accept_tool_changes_flag_lets_changes_through(gateway_factory: Ca
 
 async def test_tool_admin_routes_need_the_admin_key(gateway_factory: Callable[..., RunningGateway]) -> None:
     gateway = gateway_factory(["--servers", "fix"], catalog=CATALOG)
-    response = httpx.get(
-        gateway.base_url + "/admin/tools/changes", headers={"Authorization": f"Bearer {gateway.token}"}
-    )
-    assert response.status_code == 401
+    url = gateway.base_url + "/admin/tools/changes"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer not-the-key"}).status_code == 401
+    sandbox_token = httpx.get(url, headers={"Authorization": f"Bearer {gateway.token}"})
+    assert sandbox_token.status_code == 403  # a real credential, but not an admin one
+    assert sandbox_token.json()["error"] == "insufficient_scope"
 
 
 async def test_name_collision_after_namespacing_is_refused(gateway_factory: Callable[..., RunningGateway]) -> None:

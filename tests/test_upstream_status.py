@@ -33,7 +33,9 @@ def test_status_requires_the_admin_key(gw: RunningGateway, authorization: str | 
 
 def test_status_does_not_accept_a_sandbox_token(gw: RunningGateway) -> None:
     response = httpx.get(gw.base_url + "/admin/status", headers={"Authorization": f"Bearer {gw.token}"})
-    assert response.status_code == 401
+    assert response.status_code == 403
+    assert response.json()["error"] == "insufficient_scope"
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
 
 
 async def test_status_shows_every_server_of_every_sandbox(gw: RunningGateway) -> None:
