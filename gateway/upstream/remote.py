@@ -39,6 +39,7 @@ from gateway.upstream.connection import (
     UpstreamError,
 )
 from gateway.upstream.launch import fill_secrets, secret_environment
+from gateway.upstream.lists import ServerLists
 from gateway.upstream.server import CLIENT_PROTOCOL_VERSION, ServerLimits
 
 logger = logging.getLogger("gateway.upstream")
@@ -64,7 +65,7 @@ class _Pending:
         self.on_request: RequestHandler | None = on_request
 
 
-class RemoteServer:
+class RemoteServer(ServerLists):
     """Presents the interface the router uses on ``UpstreamServer``, over HTTP."""
 
     def __init__(
@@ -248,28 +249,8 @@ class RemoteServer:
 
     # -- lists ---------------------------------------------------------------------------
 
-    async def _list_all(self, method: str, key: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        cursor: str | None = None
-        for _ in range(100):
-            result = await self._request(
-                method, {"cursor": cursor} if cursor else {}, timeout=self.limits.start_timeout
-            )
-            items.extend(item for item in result.get(key) or [] if isinstance(item, dict))
-            cursor = result.get("nextCursor")
-            if not cursor:
-                break
-        return items
-
-    async def refresh_lists(self, only: str | None = None) -> None:
-        if only in (None, "tools") and self.capabilities.get("tools") is not None:
-            self.tools = await self._list_all("tools/list", "tools")
-        if only in (None, "prompts") and self.capabilities.get("prompts") is not None:
-            self.prompts = await self._list_all("prompts/list", "prompts")
-        if only in (None, "resources") and self.capabilities.get("resources") is not None:
-            self.resources = await self._list_all("resources/list", "resources")
-            with contextlib.suppress(UpstreamError):
-                self.resource_templates = await self._list_all("resources/templates/list", "resourceTemplates")
+    async def _list_request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._request(method, params, timeout=self.limits.start_timeout)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -369,19 +350,7 @@ class RemoteServer:
                 with contextlib.suppress(Exception):
                     await pending.on_progress(params)
             return
-        kinds = {
-            "notifications/tools/list_changed": "tools",
-            "notifications/prompts/list_changed": "prompts",
-            "notifications/resources/list_changed": "resources",
-        }
-        if method in kinds:
-            try:
-                await self.refresh_lists(kinds[method])
-            except UpstreamError as exc:
-                logger.warning("refreshing %s of %s failed: %s", kinds[method], self.name, exc.message)
-                return
-            if self._on_list_changed is not None:
-                await self._on_list_changed(self, kinds[method])
+        await self.refresh_on_list_changed(method)
 
     async def _answer(self, request_id: Any, method: str, params: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}

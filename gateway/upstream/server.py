@@ -29,6 +29,7 @@ from gateway.upstream.connection import (
     UpstreamError,
 )
 from gateway.upstream.launch import LaunchSpec
+from gateway.upstream.lists import ServerLists
 
 logger = logging.getLogger("gateway.upstream")
 
@@ -46,7 +47,7 @@ class ServerLimits:
     max_message_bytes: int = 64 * 1024 * 1024
 
 
-class UpstreamServer:
+class UpstreamServer(ServerLists):
     """A stdio MCP server process and what the gateway knows about it."""
 
     def __init__(
@@ -288,47 +289,14 @@ class UpstreamServer:
 
     # -- lists ---------------------------------------------------------------------------
 
-    async def _list_all(self, method: str, key: str) -> list[dict[str, Any]]:
+    async def _list_request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         assert self.connection is not None
-        items: list[dict[str, Any]] = []
-        cursor: str | None = None
-        for _ in range(100):  # a paginator that never ends cannot hang us
-            params = {"cursor": cursor} if cursor else {}
-            result = await self.connection.request(method, params, timeout=self.limits.start_timeout)
-            items.extend(item for item in result.get(key) or [] if isinstance(item, dict))
-            cursor = result.get("nextCursor")
-            if not cursor:
-                break
-        return items
-
-    async def refresh_lists(self, which: str | None = None) -> None:
-        caps = self.capabilities
-        if caps.get("tools") is not None and which in (None, "tools"):
-            self.tools = await self._list_all("tools/list", "tools")
-        if caps.get("prompts") is not None and which in (None, "prompts"):
-            self.prompts = await self._list_all("prompts/list", "prompts")
-        if caps.get("resources") is not None and which in (None, "resources"):
-            self.resources = await self._list_all("resources/list", "resources")
-            try:
-                self.resource_templates = await self._list_all("resources/templates/list", "resourceTemplates")
-            except UpstreamError:
-                self.resource_templates = []
+        return await self.connection.request(method, params, timeout=self.limits.start_timeout)
 
     async def _handle_notification(self, method: str, params: dict[str, Any]) -> None:
-        kinds = {
-            "notifications/tools/list_changed": "tools",
-            "notifications/prompts/list_changed": "prompts",
-            "notifications/resources/list_changed": "resources",
-        }
-        if method in kinds:
-            try:
-                await self.refresh_lists(kinds[method])
-            except UpstreamError as exc:
-                logger.warning("refreshing %s of %s failed: %s", kinds[method], self.name, exc.message)
-                return
-            if self._on_list_changed is not None:
-                await self._on_list_changed(self, kinds[method])
-        elif self._on_notification is not None:
+        if await self.refresh_on_list_changed(method):
+            return
+        if self._on_notification is not None:
             await self._on_notification(self, method, params)
         elif method == "notifications/message":  # not attributable to one caller: keep it in our log
             data = str(self.redactor.value(params.get("data")))[:500]
