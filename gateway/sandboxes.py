@@ -100,34 +100,20 @@ class SandboxStore:
         servers = {name: ServerSettings.from_json(data) for name, data in payload.items()}
         return Sandbox(sandbox_id, servers, created, expires, discovery)
 
+    def _row(self, sandbox: Sandbox) -> tuple[Any, ...]:
+        names = json.dumps(sorted(sandbox.servers))
+        return (sandbox.id, names, self._seal(sandbox), sandbox.created_at, sandbox.expires_at, sandbox.discovery)
+
     def put(self, sandbox: Sandbox) -> None:
+        """Store a sandbox, replacing one of the same id (``serve``'s default sandbox)."""
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    sandbox.id,
-                    json.dumps(sorted(sandbox.servers)),
-                    self._seal(sandbox),
-                    sandbox.created_at,
-                    sandbox.expires_at,
-                    sandbox.discovery,
-                ),
-            )
+            self._db.execute("INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?, ?, ?, ?)", self._row(sandbox))
 
     def create(self, sandbox: Sandbox) -> None:
+        """Store a new sandbox; an existing id is an error."""
         with self._lock:
             try:
-                self._db.execute(
-                    "INSERT INTO sandboxes VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        sandbox.id,
-                        json.dumps(sorted(sandbox.servers)),
-                        self._seal(sandbox),
-                        sandbox.created_at,
-                        sandbox.expires_at,
-                        sandbox.discovery,
-                    ),
-                )
+                self._db.execute("INSERT INTO sandboxes VALUES (?, ?, ?, ?, ?, ?)", self._row(sandbox))
             except sqlite3.IntegrityError:
                 raise SandboxError(f"sandbox {sandbox.id!r} already exists") from None
 
