@@ -35,7 +35,7 @@ logger = logging.getLogger("gateway.admin")
 
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 DISCOVERY_MODES = ("auto", "on", "off")
-CREATE_KEYS = ("id", "mcp", "ttl", "discovery")
+CREATE_KEYS = ("id", "mcp", "ttl", "discovery", "pinned")
 TOKEN_KEYS = ("ttl", "servers", "tools")
 
 
@@ -167,12 +167,15 @@ async def create(request: Request, gateway: Gateway) -> Response:
     discovery = body.get("discovery")
     if discovery is not None and discovery not in DISCOVERY_MODES:
         raise ApiError(400, "invalid_request", f"'discovery' must be one of {', '.join(DISCOVERY_MODES)}")
+    pinned = body.get("pinned")
+    if pinned is not None and (not isinstance(pinned, list) or not all(isinstance(p, str) and p for p in pinned)):
+        raise ApiError(400, "invalid_request", "'pinned' must be a list of tool-name globs like [\"time__*\"]")
     if not isinstance(body["mcp"], dict):
         example = '{"time": {}, "githubOfficial": {"githubPersonalAccessToken": "..."}}'
         raise ApiError(400, "invalid_config", f"'mcp' must be a JSON object like {example}")
     try:
         check_pulled(gateway, sorted(parse_mcp_config(gateway.catalog, body["mcp"])))
-        sandbox = gateway.create_sandbox(body["mcp"], sandbox_id, ttl, discovery)
+        sandbox = gateway.create_sandbox(body["mcp"], sandbox_id, ttl, discovery, pinned)
     except CatalogError as exc:
         raise ApiError(400, "invalid_config", str(exc)) from None
     except SandboxError as exc:

@@ -94,6 +94,12 @@ def build_parser() -> Parser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     serve.add_argument("--discovery", choices=["auto", "on", "off"], default="auto")
     serve.add_argument("--discovery-limit", type=positive_int, default=128)
+    serve.add_argument(
+        "--pin-tools",
+        type=csv,
+        metavar="GLOB,...",
+        help="tools always listed for the default sandbox, even with discovery",
+    )
     serve.add_argument("--prestart", action="store_true", help="start the default sandbox's servers at once")
     serve.add_argument(
         "--max-concurrent-requests",

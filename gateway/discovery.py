@@ -16,6 +16,7 @@ token's own (filtered, redacted) tool list.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import logging
 import math
@@ -168,6 +169,7 @@ class Discovery:
         self.gateway = gateway
         self.sessions: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         self._modes: weakref.WeakKeyDictionary[SandboxRouter, str] = weakref.WeakKeyDictionary()
+        self._pinned: weakref.WeakKeyDictionary[SandboxRouter, tuple[str, ...]] = weakref.WeakKeyDictionary()
         # router -> {token scope: (the tool list the index was built from, the index)}
         self._indexes: weakref.WeakKeyDictionary[SandboxRouter, dict[Any, tuple[list[str], ToolIndex]]] = (
             weakref.WeakKeyDictionary()
@@ -192,7 +194,19 @@ class Discovery:
         if not self.active(router, tools):
             return tools
         enabled = self.sessions.get(connection, set()) if connection is not None else set()
-        return [FIND_TOOL, ENABLE_TOOL, *(t for t in tools if t.get("name") in enabled)]
+        pinned = self.pinned(router)
+        return [
+            FIND_TOOL,
+            ENABLE_TOOL,
+            *(t for t in tools if t.get("name") in enabled or _matches(str(t.get("name")), pinned)),
+        ]
+
+    def pinned(self, router: SandboxRouter) -> tuple[str, ...]:
+        pinned = self._pinned.get(router)
+        if pinned is None:
+            sandbox = self.gateway.sandbox(router.sandbox)
+            pinned = self._pinned[router] = sandbox.pinned if sandbox is not None else ()
+        return pinned
 
     def index(self, principal: Principal, router: SandboxRouter, tools: list[dict[str, Any]]) -> ToolIndex:
         scope = (principal.servers, principal.tools)
@@ -265,6 +279,10 @@ class Discovery:
             text += f" Unknown (not enabled): {', '.join(unknown)}."
         structured = {"enabled": enabled, "unknown": unknown}
         return {"content": [{"type": "text", "text": text}], "structuredContent": structured, "isError": False}
+
+
+def _matches(name: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, glob) for glob in globs)
 
 
 def _error(message: str) -> dict[str, Any]:

@@ -125,6 +125,7 @@ class Gateway:
         sandbox_id: str | None = None,
         ttl: float | None = None,
         discovery: str | None = None,
+        pinned: list[str] | None = None,
     ) -> Sandbox:
         """Validate an E2B-style ``mcp`` config against the catalog and store a new sandbox.
 
@@ -142,6 +143,7 @@ class Gateway:
             created_at=now,
             expires_at=now + ttl if ttl else None,
             discovery=discovery or self.settings.discovery,
+            pinned=tuple(pinned or ()),
         )
         self.store.create(sandbox)
         return sandbox

@@ -36,6 +36,7 @@ class Sandbox:
     created_at: float = field(default_factory=time.time)
     expires_at: float | None = None
     discovery: str = "auto"
+    pinned: tuple[str, ...] = ()  # tool-name globs always listed, even with discovery on
 
     @property
     def expired(self) -> bool:
@@ -49,6 +50,7 @@ class Sandbox:
             "created_at": _iso(self.created_at),
             "expires_at": _iso(self.expires_at) if self.expires_at else None,
             "discovery": self.discovery,
+            "pinned": list(self.pinned),
         }
 
     def secret_values(self) -> dict[str, str]:
@@ -81,8 +83,12 @@ class SandboxStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, servers TEXT NOT NULL,"
-            " sealed BLOB NOT NULL, created_at REAL NOT NULL, expires_at REAL, discovery TEXT NOT NULL)"
+            " sealed BLOB NOT NULL, created_at REAL NOT NULL, expires_at REAL, discovery TEXT NOT NULL,"
+            " pinned TEXT NOT NULL DEFAULT '[]')"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sandboxes)")}
+        if "pinned" not in columns:  # a database from before pinned tools
+            self._db.execute("ALTER TABLE sandboxes ADD COLUMN pinned TEXT NOT NULL DEFAULT '[]'")
         path.chmod(0o600)
 
     def _seal(self, sandbox: Sandbox) -> bytes:
@@ -90,7 +96,7 @@ class SandboxStore:
         return self._fernet.encrypt(json.dumps(payload).encode())
 
     def _open(self, row: tuple[Any, ...]) -> Sandbox:
-        sandbox_id, _names, sealed, created, expires, discovery = row
+        sandbox_id, _names, sealed, created, expires, discovery, pinned = row
         try:
             payload = json.loads(self._fernet.decrypt(sealed))
         except InvalidToken:
@@ -98,22 +104,31 @@ class SandboxStore:
                 f"the secrets of sandbox {sandbox_id!r} cannot be decrypted: the secrets key has changed"
             ) from None
         servers = {name: ServerSettings.from_json(data) for name, data in payload.items()}
-        return Sandbox(sandbox_id, servers, created, expires, discovery)
+        return Sandbox(sandbox_id, servers, created, expires, discovery, tuple(json.loads(pinned or "[]")))
 
     def _row(self, sandbox: Sandbox) -> tuple[Any, ...]:
         names = json.dumps(sorted(sandbox.servers))
-        return (sandbox.id, names, self._seal(sandbox), sandbox.created_at, sandbox.expires_at, sandbox.discovery)
+        pinned = json.dumps(list(sandbox.pinned))
+        return (
+            sandbox.id,
+            names,
+            self._seal(sandbox),
+            sandbox.created_at,
+            sandbox.expires_at,
+            sandbox.discovery,
+            pinned,
+        )
 
     def put(self, sandbox: Sandbox) -> None:
         """Store a sandbox, replacing one of the same id (``serve``'s default sandbox)."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?, ?, ?, ?)", self._row(sandbox))
+            self._db.execute("INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(sandbox))
 
     def create(self, sandbox: Sandbox) -> None:
         """Store a new sandbox; an existing id is an error."""
         with self._lock:
             try:
-                self._db.execute("INSERT INTO sandboxes VALUES (?, ?, ?, ?, ?, ?)", self._row(sandbox))
+                self._db.execute("INSERT INTO sandboxes VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(sandbox))
             except sqlite3.IntegrityError:
                 raise SandboxError(f"sandbox {sandbox.id!r} already exists") from None
 

@@ -228,7 +228,10 @@ def serve(args: argparse.Namespace) -> int:
     gateway = build_gateway(settings, data, catalog)
     previous = gateway.store.get(DEFAULT_SANDBOX)
     created = previous.created_at if previous else time.time()
-    gateway.store.put(Sandbox(DEFAULT_SANDBOX, servers, created_at=created, discovery=settings.discovery))
+    pinned = tuple(args.pin_tools or ())
+    gateway.store.put(
+        Sandbox(DEFAULT_SANDBOX, servers, created_at=created, discovery=settings.discovery, pinned=pinned)
+    )
     data.write_state({"public_url": settings.mcp_url, "host": settings.host, "port": settings.port, "pid": os.getpid()})
 
     token = None if gateway.tokens.external else gateway.tokens.mint(DEFAULT_SANDBOX, ttl=DEFAULT_TOKEN_TTL)

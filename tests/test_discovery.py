@@ -104,6 +104,27 @@ async def test_sandbox_discovery_setting_comes_from_its_config(gateway_factory: 
         assert await names_listed(client) == DISCOVERY_TOOLS
 
 
+async def test_pinned_tools_are_always_listed_with_discovery_on(
+    gateway_factory: Callable[..., RunningGateway],
+) -> None:
+    gateway = gateway_factory(["--servers", "s1", "--discovery", "on", "--pin-tools", "s1__tool_000*"], catalog=CATALOG)
+    async with gateway.client() as client:
+        names = await names_listed(client)
+    assert names - DISCOVERY_TOOLS == {f"s1__tool_000{i}" for i in range(10)}
+
+
+async def test_a_sandbox_pins_tools_in_its_config(gateway_factory: Callable[..., RunningGateway]) -> None:
+    gateway = gateway_factory(["--discovery", "off"], catalog=CATALOG)
+    with gateway.admin() as admin:
+        body = {"mcp": {"s1": {}}, "discovery": "on", "pinned": ["s1__tool_0001"]}
+        response = admin.post("/admin/sandboxes", json=body)
+        bad = admin.post("/admin/sandboxes", json={"mcp": {"s1": {}}, "pinned": "s1__*"})
+    assert response.status_code == 201, response.text
+    assert bad.status_code == 400 and "pinned" in bad.json()["message"]
+    async with gateway.client(response.json()["mcp_token"]) as client:
+        assert await names_listed(client) == {*DISCOVERY_TOOLS, "s1__tool_0001"}
+
+
 # -- find -----------------------------------------------------------------------------------------
 
 

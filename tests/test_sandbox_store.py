@@ -1,0 +1,42 @@
+"""The sandbox store: secrets sealed at rest, and databases from older versions still open."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from gateway.sandboxes import Sandbox, SandboxStore
+from gateway.server_config import ServerSettings
+
+SECRET = "sealed-secret-value-4411"
+
+
+def test_secret_values_are_not_stored_in_plain_text(tmp_path: Path) -> None:
+    store = SandboxStore(tmp_path / "s.db", Fernet.generate_key().decode())
+    store.put(Sandbox("a", {"fix": ServerSettings("fix", secrets={"fix.key": SECRET})}, pinned=("fix__*",)))
+    again = store.get("a")
+    store.close()
+    assert again is not None and again.servers["fix"].secrets == {"fix.key": SECRET}
+    assert again.pinned == ("fix__*",)
+    assert SECRET.encode() not in (tmp_path / "s.db").read_bytes()
+
+
+def test_a_database_without_the_pinned_column_is_upgraded(tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE sandboxes (id TEXT PRIMARY KEY, servers TEXT NOT NULL, sealed BLOB NOT NULL,"
+        " created_at REAL NOT NULL, expires_at REAL, discovery TEXT NOT NULL)"
+    )
+    old.execute(
+        "INSERT INTO sandboxes VALUES (?, ?, ?, ?, ?, ?)", ("b", "[]", Fernet(key).encrypt(b"{}"), 1.0, None, "auto")
+    )
+    old.commit()
+    old.close()
+    store = SandboxStore(path, key)
+    sandbox = store.get("b")
+    store.close()
+    assert sandbox is not None and sandbox.pinned == () and sandbox.servers == {}
