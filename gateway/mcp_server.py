@@ -53,6 +53,8 @@ PRINCIPAL_SCOPE_KEY = "gateway.principal"
 class GatewayServer(Server[Any]):
     """Advertises ``listChanged`` for tools, prompts and resources: upstream changes are relayed."""
 
+    session_connections: weakref.WeakValueDictionary[str, Any]
+
     def create_initialization_options(self, notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
         options = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
         return super().create_initialization_options(options, *args, **kwargs)
@@ -85,6 +87,25 @@ class _Active:
 
     def __exit__(self, *exc: object) -> None:
         _active[self._gateway] = _active.get(self._gateway, 1) - 1
+
+
+def log_message(
+    params: dict[str, Any], connection: Any, allowed: frozenset[str] | set[str], redactor: Redactor
+) -> dict[str, Any] | None:
+    """What of an upstream ``notifications/message`` reaches the client (None: not wanted, dropped).
+
+    Shared by :class:`ClientCall` and the fast path (``gateway/fastpath.py``), so both relay alike.
+    """
+    level = params.get("level")
+    if level not in LOG_LEVELS or level not in allowed:
+        return None
+    minimum = _log_levels.get(connection)
+    if minimum is not None and LOG_LEVELS.index(level) < LOG_LEVELS.index(minimum):
+        return None
+    forwarded: dict[str, Any] = {"level": level, "data": redactor.value(params.get("data"))}
+    if isinstance(params.get("logger"), str):
+        forwarded["logger"] = params["logger"]
+    return forwarded
 
 
 class ClientCall:
@@ -120,21 +141,12 @@ class ClientCall:
 
     async def log(self, params: dict[str, Any]) -> None:
         """An upstream ``notifications/message``, if the client asked for that level."""
-        level = params.get("level")
-        if level not in LOG_LEVELS:
-            return
         session = self._ctx.session
         # 2026-07-28: the request's own log-level opt-in (the SDK computed it for this request).
         allowed = getattr(session, "_allowed_log_levels", frozenset(LOG_LEVELS))
-        if level not in allowed:
-            return
-        minimum = _log_levels.get(session._connection)
-        if minimum is not None and LOG_LEVELS.index(level) < LOG_LEVELS.index(minimum):
-            return
-        forwarded: dict[str, Any] = {"level": level, "data": self._redactor.value(params.get("data"))}
-        if isinstance(params.get("logger"), str):
-            forwarded["logger"] = params["logger"]
-        await session._request_outbound.notify("notifications/message", forwarded)
+        forwarded = log_message(params, session._connection, allowed, self._redactor)
+        if forwarded is not None:
+            await session._request_outbound.notify("notifications/message", forwarded)
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         session = self._ctx.session
@@ -288,10 +300,17 @@ def _meta(params: Any) -> dict[str, Any] | None:
 
 
 def build_server(gateway: Gateway) -> GatewayServer:
+    # Session id -> the SDK's connection of that session, for the fast path (gateway/fastpath.py):
+    # a session is known there once one of its requests reached a handler here.
+    connections: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
     async def router_for(ctx: ServerRequestContext[Any]) -> tuple[Principal, SandboxRouter]:
         principal = _principal(ctx)
         router = gateway.router(principal.sandbox)
-        gateway.track_connection(principal.sandbox, ctx.session._connection)
+        connection = ctx.session._connection
+        gateway.track_connection(principal.sandbox, connection)
+        if connection.session_id is not None:
+            connections[connection.session_id] = connection
         return principal, router
 
     def fail(exc: UpstreamError) -> MCPError:
@@ -415,7 +434,7 @@ def build_server(gateway: Gateway) -> GatewayServer:
     with warnings.catch_warnings():
         # logging/setLevel is deprecated from 2026-07-28 on, but handshake-era clients use it.
         warnings.simplefilter("ignore")
-        return GatewayServer(
+        server = GatewayServer(
             "mcp-sandbox-gateway",
             version=__version__,
             instructions="Tools of several MCP servers, named <server>__<tool>.",
@@ -431,3 +450,5 @@ def build_server(gateway: Gateway) -> GatewayServer:
             on_unsubscribe_resource=unsubscribe,
             on_completion=complete,
         )
+    server.session_connections = connections
+    return server
