@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
-import logging.handlers
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 if TYPE_CHECKING:
     from gateway.hub import CallRecord
@@ -66,12 +66,46 @@ def entry_for(record: CallRecord) -> dict[str, Any]:
     }
 
 
-class _PrivateRotatingHandler(logging.handlers.RotatingFileHandler):
-    """A rotating file handler whose files (the first and every one after a rollover) are 0600."""
+class _RotatingFile:
+    """An append-only file of lines, 0600, rotated by size (``audit.log`` -> ``audit.log.1`` ...).
 
-    def _open(self) -> Any:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
+    One ``write`` system call per line and no ``stat`` per line: the size is tracked here.
+    Only the event loop's thread writes, so no lock is needed.
+    """
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = os.fstat(fd).st_size
+        return fd
+
+    def write(self, data: bytes) -> None:
+        if self._size and self._size + len(data) > self.max_bytes:
+            self._rotate()
+        os.write(self._fd, data)
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        for i in range(self.backups - 1, 0, -1):
+            older = Path(f"{self.path}.{i}")
+            if older.exists():
+                older.replace(f"{self.path}.{i + 1}")
+        if self.backups:
+            self.path.replace(f"{self.path}.1")
+        else:
+            self.path.unlink(missing_ok=True)
+        self._fd = self._open()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class AuditLog:
@@ -79,18 +113,16 @@ class AuditLog:
         self.path = path
         self.backups = backups
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._handler = _PrivateRotatingHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._file = _RotatingFile(path, max_bytes, backups)
 
     def observe(self, record: CallRecord) -> None:
         self.write(entry_for(record))
 
     def write(self, entry: dict[str, Any]) -> None:
-        line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
-        self._handler.emit(logging.LogRecord("gateway.audit", logging.INFO, __file__, 0, line, None, None))
+        self._file.write(orjson.dumps(entry) + b"\n")
 
     def close(self) -> None:
-        self._handler.close()
+        self._file.close()
 
     def files(self) -> list[Path]:
         """The log's files, newest first."""
