@@ -68,9 +68,7 @@ class RunningGateway:
         return self.log_path.read_text(errors="replace")
 
     def admin(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=60
-        )
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=60)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
