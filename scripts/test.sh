@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/system-deps.sh
 .venv/bin/ruff check gateway tests benchmarks
+.venv/bin/ruff format --check --quiet gateway tests benchmarks
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
