@@ -69,7 +69,8 @@ class DataDir:
         return self._key("secrets.key", fernet_key)
 
     def admin_key(self) -> str:
-        return self._key("admin.key")
+        # Hex, so a key never starts with "-" and passes cleanly as `--admin-key KEY`.
+        return self._key("admin.key", lambda: secrets.token_hex(32))
 
     @property
     def token_file(self) -> Path:
