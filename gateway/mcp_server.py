@@ -15,11 +15,13 @@ retry (carrying the responses and our ``requestState``) resumes it: see :class:`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
 import warnings
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
@@ -299,6 +301,15 @@ def _meta(params: Any) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
+@contextlib.contextmanager
+def upstream_errors() -> Iterator[None]:
+    """An upstream failure becomes the JSON-RPC error the client gets (its code and message kept)."""
+    try:
+        yield
+    except UpstreamError as exc:
+        raise MCPError(exc.code, exc.message, exc.data) from None
+
+
 def build_server(gateway: Gateway) -> GatewayServer:
     # Session id -> the SDK's connection of that session, for the fast path (gateway/fastpath.py):
     # a session is known there once one of its requests reached a handler here.
@@ -312,9 +323,6 @@ def build_server(gateway: Gateway) -> GatewayServer:
         if connection.session_id is not None:
             connections[connection.session_id] = connection
         return principal, router
-
-    def fail(exc: UpstreamError) -> MCPError:
-        return MCPError(exc.code, exc.message, exc.data)
 
     async def list_tools(ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
         principal, router = await router_for(ctx)
@@ -345,10 +353,8 @@ def build_server(gateway: Gateway) -> GatewayServer:
         try:
             work = gateway.call_tool(principal, router, params.name, params.arguments, forwarded, call, session_id)
             if not call.modern:
-                try:
+                with upstream_errors():
                     result = await work
-                except UpstreamError as exc:
-                    raise fail(exc) from None
                 return types.CallToolResult.model_validate(result)
             exchange = InputExchange(principal.sandbox, params.name, call)
             exchange.task = asyncio.ensure_future(work)
@@ -358,10 +364,8 @@ def build_server(gateway: Gateway) -> GatewayServer:
         return await _finish(exchange)
 
     async def _finish(exchange: InputExchange) -> types.CallToolResult | types.InputRequiredResult:
-        try:
+        with upstream_errors():
             outcome = await exchange.round()
-        except UpstreamError as exc:
-            raise fail(exc) from None
         if isinstance(outcome, types.InputRequiredResult):
             return outcome
         return types.CallToolResult.model_validate(outcome)
@@ -379,11 +383,9 @@ def build_server(gateway: Gateway) -> GatewayServer:
 
     async def get_prompt(ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
         principal, router = await router_for(ctx)
-        try:
+        with upstream_errors():
             with _Active(gateway):
                 result = await router.get_prompt(principal, params.name, params.arguments, _meta(params))
-        except UpstreamError as exc:
-            raise fail(exc) from None
         return types.GetPromptResult.model_validate(result)
 
     async def list_resources(ctx: ServerRequestContext[Any], params: Any) -> types.ListResourcesResult:
@@ -399,36 +401,28 @@ def build_server(gateway: Gateway) -> GatewayServer:
         ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         principal, router = await router_for(ctx)
-        try:
+        with upstream_errors():
             with _Active(gateway):
                 result = await router.read_resource(principal, str(params.uri), _meta(params))
-        except UpstreamError as exc:
-            raise fail(exc) from None
         return types.ReadResourceResult.model_validate(result)
 
     async def subscribe(ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
         principal, router = await router_for(ctx)
-        try:
+        with upstream_errors():
             await router.subscribe(principal, str(params.uri), ctx.session._connection)
-        except UpstreamError as exc:
-            raise fail(exc) from None
         return types.EmptyResult()
 
     async def unsubscribe(ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams) -> types.EmptyResult:
         principal, router = await router_for(ctx)
-        try:
+        with upstream_errors():
             await router.unsubscribe(principal, str(params.uri), ctx.session._connection)
-        except UpstreamError as exc:
-            raise fail(exc) from None
         return types.EmptyResult()
 
     async def complete(ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> types.CompleteResult:
         principal, router = await router_for(ctx)
         dumped = params.model_dump(by_alias=True, mode="json", exclude_none=True)
-        try:
+        with upstream_errors():
             result = await router.complete(principal, dumped["ref"], dumped["argument"], dumped.get("context"))
-        except UpstreamError as exc:
-            raise fail(exc) from None
         return types.CompleteResult.model_validate(result)
 
     with warnings.catch_warnings():
