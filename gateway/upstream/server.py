@@ -28,7 +28,7 @@ from gateway.upstream.connection import (
     StdioConnection,
     UpstreamError,
 )
-from gateway.upstream.launch import LaunchSpec
+from gateway.upstream.launch import LaunchSpec, ServerProcess, attach, spawn
 from gateway.upstream.lists import ServerLists
 
 logger = logging.getLogger("gateway.upstream")
@@ -70,7 +70,7 @@ class UpstreamServer(ServerLists):
         self._on_list_changed = on_list_changed
         self._on_notification = on_notification
         self.state = "stopped"  # stopped, starting, running, crashed, failed, stopping
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: ServerProcess | None = None
         self.connection: StdioConnection | None = None
         self.started_at: float | None = None
         self.restarts = 0
@@ -195,16 +195,15 @@ class UpstreamServer(ServerLists):
         spec = await self._launcher()
         self._launch = spec
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.process = await asyncio.create_subprocess_exec(
-            *spec.argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=spec.env,
-            cwd=spec.cwd,
-            start_new_session=True,
-            limit=1024 * 1024,
-        )
+        # The servers of a sandbox start together (SandboxRouter.ensure_started): let the others
+        # prepare their launch too before any of them is spawned, so that none is prepared while
+        # the CPUs are busy with the others' starts. Preparing a host or bwrap launch waits on
+        # nothing once the runtime probe is done (at startup), so one turn of the loop is enough;
+        # a launch that does wait (a container image check) does not hold the others back.
+        await asyncio.sleep(0)
+        if self._stopping:
+            raise UpstreamError(f"server {self.name!r} is shutting down", SERVER_UNAVAILABLE)
+        self.process = await attach(spawn(spec), limit=1024 * 1024)
         if self._stopping:  # stop() ran while we were launching: this process must not outlive it
             raise UpstreamError(f"server {self.name!r} is shutting down", SERVER_UNAVAILABLE)
         assert self.process.stdout is not None and self.process.stdin is not None
@@ -269,7 +268,7 @@ class UpstreamServer(ServerLists):
             logger.warning("server %s of sandbox %s stopped: %s", self.name, self.sandbox, self.last_error)
         return reason
 
-    async def _pump_stderr(self, process: asyncio.subprocess.Process) -> None:
+    async def _pump_stderr(self, process: ServerProcess) -> None:
         """Copy the server's stderr to its own log file (redacted), keeping a short tail for errors."""
         assert process.stderr is not None
         with open(self.log_file, "ab") as log:
