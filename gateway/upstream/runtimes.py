@@ -32,7 +32,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -554,15 +554,32 @@ class Runtimes:
         self._engines: dict[str, Probe] = {}
         self._cgroups: Cgroups | None = None
         self._images: dict[str, bool] = {}
+        self._probing: dict[str, asyncio.Task[Any]] = {}  # probes in flight, shared by concurrent launches
         self._swept = False
         self._lock = asyncio.Lock()
         self._warned: set[str] = set()
 
     # -- probes, cached ------------------------------------------------------------------
 
+    async def _shared(self, key: str, probe: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``probe`` once for all who ask while it runs: the servers of a sandbox launch
+        together, and five launches must not start five identical probes. Its result is cached
+        (or not) by the caller."""
+        loop = asyncio.get_running_loop()
+        task = self._probing.get(key)
+        if task is None or task.get_loop() is not loop:
+            task = self._probing[key] = loop.create_task(probe())
+
+            def forget(done: asyncio.Task[Any]) -> None:
+                if self._probing.get(key) is done:
+                    del self._probing[key]
+
+            task.add_done_callback(forget)
+        return await asyncio.shield(task)
+
     async def bwrap(self) -> Probe:
         if self._bwrap is None:
-            self._bwrap = await probe_bwrap()
+            self._bwrap = await self._shared("bwrap", probe_bwrap)
         return self._bwrap
 
     async def engines(self) -> dict[str, Probe]:
@@ -570,7 +587,7 @@ class Runtimes:
         names = [self.engine_choice] if self.engine_choice else list(ENGINES)
         for name in names:
             if name not in self._engines:
-                self._engines[name] = await probe_engine(name)
+                self._engines[name] = await self._shared(f"engine {name}", lambda name=name: probe_engine(name))
         return {name: self._engines[name] for name in names}
 
     async def engine(self) -> str | None:
@@ -596,7 +613,8 @@ class Runtimes:
     async def _image_present(self, engine: str, image: str) -> bool:
         """Is the image there? Only a yes is remembered: it may be pulled while we run."""
         if not self._images.get(image):
-            code, _ = await _run([engine, "image", "inspect", image], env=engine_environment())
+            inspect = [engine, "image", "inspect", image]
+            code, _ = await self._shared(f"image {engine} {image}", lambda: _run(inspect, env=engine_environment()))
             self._images[image] = code == 0
         return self._images[image]
 
