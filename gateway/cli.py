@@ -110,6 +110,12 @@ def build_parser() -> Parser:
         help="in-flight MCP requests per sandbox before 429",
     )
     serve.add_argument(
+        "--max-sessions",
+        type=positive_int,
+        default=10_000,
+        help="open MCP sessions (all sandboxes) before a new one gets 503",
+    )
+    serve.add_argument(
         "--idle-timeout", type=float, default=900.0, help="seconds without requests before a sandbox's servers stop"
     )
     serve.add_argument("--call-timeout", type=float, default=300.0, help="seconds an upstream call may take")

@@ -54,8 +54,11 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import sessions
+from gateway.light import LightPath
 from gateway.mcp_server import LOG_LEVELS, PRINCIPAL_SCOPE_KEY, RELAYED_REQUESTS, _Active, log_message
 from gateway.redact import Redactor
+from gateway.sessions import LightSession, LightSessions
 from gateway.upstream.connection import METHOD_NOT_FOUND, CallOrigin, UpstreamError, call_origin
 
 if TYPE_CHECKING:
@@ -74,6 +77,7 @@ META_RESERVED_PREFIX = "io.modelcontextprotocol/"
 # An int the SDK keeps as an int and orjson writes exactly.
 MAX_ID = 2**63 - 1
 ENV_SWITCH = "MCP_GATEWAY_FASTPATH"  # "0"/"off": every request takes the SDK path (benchmarks, diagnosis)
+LIGHT_SWITCH = "MCP_GATEWAY_LIGHT_SESSIONS"  # "0"/"off": every session is the SDK's from its initialize
 
 _HEADERS = {
     b"content-type": "content_type",
@@ -82,19 +86,37 @@ _HEADERS = {
     b"mcp-session-id": "session_id",
     b"mcp-protocol-version": "protocol_version",
 }
+_STREAM_HEADERS = {
+    b"accept": "accept",
+    b"mcp-session-id": "session_id",
+    b"mcp-protocol-version": "protocol_version",
+    b"last-event-id": "last_event_id",
+}
 
 
 def enabled_by_env() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
-def _accepts(accept: str, json_only: bool) -> bool:
-    """The SDK's Accept check (``check_accept_headers`` and ``_validate_accept_header``)."""
+def _accepts(accept: str, json_only: bool, sse_only: bool = False) -> bool:
+    """The SDK's Accept check (``check_accept_headers`` and ``_validate_accept_header``; GET: SSE only)."""
     types_ = [media.strip().split(";")[0].strip().lower() for media in accept.split(",")]
     wildcard = "*/*" in types_
     has_json = wildcard or any(t in ("application/json", "application/*") for t in types_)
     has_sse = wildcard or any(t in ("text/event-stream", "text/*") for t in types_)
+    if sse_only:
+        return has_sse
     return has_json if json_only else has_json and has_sse
+
+
+def _owner(scope: Scope) -> Any:
+    """The credential a session is bound to, as the SDK's manager computes it."""
+    user = scope.get("user")
+    return authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+
+
+def light_sessions_by_env() -> bool:
+    return os.environ.get(LIGHT_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def _json_content_type(value: str) -> bool:
@@ -283,18 +305,40 @@ class FastPath:
         # (session id, request id) -> the call in flight, for the client's notifications/cancelled.
         self.calls: dict[tuple[str, Any], _Call] = {}
         self.served = 0  # calls answered here (tests and diagnosis)
+        # Light sessions (gateway/sessions.py): sessions opened here, handed to the SDK on demand.
+        light = self.enabled and sessions.supported(manager) and light_sessions_by_env()
+        self.sessions: LightSessions | None = LightSessions(manager) if light else None
+        self.light = LightPath(self.sessions, server, gateway) if self.sessions is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled or scope["method"] != "POST":
+        if not self.enabled:
             await self.sdk(scope, receive, send)
             return
+        if scope["method"] != "POST":
+            if self.sessions is None or not await self._light_stream(scope, receive, send):
+                await self.sdk(scope, receive, send)
+            return
         headers = self._headers(scope)
-        session = self._session(scope, headers) if headers is not None else None
+        if headers is None or not self._postable(headers):
+            await self.sdk(scope, receive, send)
+            return
+        session_id = headers.get("session_id")
+        if session_id is None:
+            if self.sessions is None:
+                await self.sdk(scope, receive, send)
+            else:
+                await self._open(scope, receive, send, headers)
+            return
+        light = self._light_session(scope, session_id)
+        if light is not None:
+            await self._light_post(scope, receive, send, headers, light)
+            return
+        session = self._session(scope, session_id)
         if session is None:
             await self.sdk(scope, receive, send)
             return
-        session_id, transport, connection = session
-        body = await self._read_body(receive, int(headers["content_length"]))  # type: ignore[index]
+        transport, connection = session
+        body = await self._read_body(receive, int(headers["content_length"]))
         if body is None:  # the client went away, or sent more than it declared
             return
         message = self._parse(body)
@@ -308,6 +352,78 @@ class FastPath:
         request_id, name, arguments, meta = call
         await self._serve(scope, send, transport, connection, session_id, request_id, name, arguments, meta)
 
+    # -- light sessions ------------------------------------------------------------------
+
+    async def _open(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        """A POST without a session: a plain ``initialize`` opens a light session, anything else is the SDK's."""
+        assert self.light is not None
+        body = await self._read_body(receive, int(headers["content_length"]))
+        if body is None:
+            return
+        message = self._parse(body)
+        if message is None or not await self.light.initialize(scope, message, _owner(scope), send):
+            await self.sdk(scope, _replay(body, receive), send)
+
+    def _light_session(self, scope: Scope, session_id: str) -> LightSession | None:
+        """The light session with this id, if the request's credential opened it (else the SDK answers 404)."""
+        if self.sessions is None:
+            return None
+        light = self.sessions.get(session_id)
+        if light is None or light.owner != _owner(scope):
+            return None
+        return light
+
+    async def _light_post(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], light: LightSession
+    ) -> None:
+        assert self.sessions is not None and self.light is not None
+        self.sessions.touch(light)
+        body = await self._read_body(receive, int(headers["content_length"]))
+        if body is None:
+            return
+        message = self._parse(body) if light.materializing is None else None
+        if message is not None:
+            if message.get("method") == "notifications/cancelled" and "id" not in message:
+                self._peer_cancel(light.session_id, message.get("params"))
+            call = self._call_request(message)
+            if call is not None and not light.relays and not call[1].startswith("gateway__"):
+                request_id, name, arguments, meta = call
+                await self._serve(scope, send, light, light, light.session_id, request_id, name, arguments, meta)
+                return
+            if call is None and await self.light.post(scope, light, message, send):
+                return
+        # Not the light path's to serve: the session becomes the SDK's, then the SDK answers this request.
+        await self.sessions.materialize(light, scope)
+        await self.sdk(scope, _replay(body, receive), send)
+
+    async def _light_stream(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """GET (the event stream) and DELETE of a light session; False if the request is the SDK's."""
+        assert self.sessions is not None and self.light is not None
+        found: dict[str, str] = {}
+        for key, value in scope["headers"]:
+            name = _STREAM_HEADERS.get(key)
+            if name is not None:
+                if name in found:
+                    return False
+                found[name] = value.decode("latin-1")
+        version = found.get("protocol_version")
+        if "session_id" not in found or (version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS):
+            return False
+        light = self._light_session(scope, found["session_id"])
+        if light is None:
+            return False
+        if light.materializing is not None:
+            await self.sessions.materialize(light, scope)  # wait for it: the SDK has the session then
+            return False
+        if scope["method"] == "DELETE":
+            await self.light.delete(light, send)
+            return True
+        if scope["method"] != "GET" or "last_event_id" in found or not _accepts(found.get("accept", ""), False, True):
+            await self.sessions.materialize(light, scope)  # resumption, a 406 or a 405: the SDK's
+            return False
+        await self.light.get(scope, light, receive, send)
+        return True
+
     # -- eligibility ---------------------------------------------------------------------
 
     @staticmethod
@@ -319,7 +435,7 @@ class FastPath:
                 if name in found:
                     return None  # repeated: whichever copy the SDK reads, it is not ours to guess
                 found[name] = value.decode("latin-1")
-        if "session_id" not in found or "content_length" not in found:
+        if "content_length" not in found:
             return None
         version = found.get("protocol_version")
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
@@ -328,22 +444,22 @@ class FastPath:
             return None
         return found
 
-    def _session(self, scope: Scope, headers: dict[str, str]) -> tuple[str, Any, Any] | None:
+    def _postable(self, headers: dict[str, str]) -> bool:
+        """The manager-wide conditions of a POST the fast path may take (the SDK's own checks, passed)."""
         manager = self.manager
         if manager.stateless or manager.security_settings is not None or "tools/call" in self.server.cache_hints:
-            return None
+            return False
         if not _accepts(headers.get("accept", ""), manager.json_response):
-            return None
+            return False
         length = headers["content_length"]
-        if not length.isdigit() or int(length) > manager.max_request_body_size:
-            return None
-        session_id = headers["session_id"]
+        return length.isdigit() and int(length) <= manager.max_request_body_size
+
+    def _session(self, scope: Scope, session_id: str) -> tuple[Any, Any] | None:
+        manager = self.manager
         transport = manager._server_instances.get(session_id)
         if transport is None or transport.is_terminated:
             return None
-        user = scope.get("user")
-        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
-        if requestor != manager._session_owners.get(session_id):
+        if _owner(scope) != manager._session_owners.get(session_id):
             return None  # another credential's session: the SDK answers 404, as for an unknown one
         idle_scope = transport.idle_scope
         if idle_scope is not None and idle_scope.cancel_called:
@@ -356,7 +472,7 @@ class FastPath:
         declared = connection.client_capabilities
         if declared is not None and any(getattr(declared, c, None) is not None for c in RELAYED_REQUESTS.values()):
             return None  # the upstream might ask this client something: the SDK's request channel
-        return session_id, transport, connection
+        return transport, connection
 
     @staticmethod
     async def _read_body(receive: Receive, length: int) -> bytes | None:
@@ -445,8 +561,12 @@ class FastPath:
         key = (session_id, coerce_request_id(request_id))
         self.calls[key] = call
         # As StreamableHTTPServerTransport.handle_request: a request in flight holds the session open.
-        idle_scope = transport.idle_scope if transport._idle_timeout is not None else None
-        if idle_scope is not None:
+        light = transport if type(transport) is LightSession else None
+        idle_scope = transport.idle_scope if light is None and transport._idle_timeout is not None else None
+        if light is not None:
+            assert self.sessions is not None
+            self.sessions.hold(light)
+        elif idle_scope is not None:
             transport._requests_in_flight += 1
             idle_scope.deadline = math.inf
         try:
@@ -456,7 +576,10 @@ class FastPath:
         finally:
             if self.calls.get(key) is call:
                 del self.calls[key]
-            if idle_scope is not None:
+            if light is not None:
+                assert self.sessions is not None
+                self.sessions.release(light)
+            elif idle_scope is not None:
                 transport._requests_in_flight -= 1
                 if not transport._requests_in_flight:
                     idle_scope.deadline = anyio.current_time() + transport._idle_timeout

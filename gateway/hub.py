@@ -308,7 +308,11 @@ class Gateway:
             from gateway import discovery
 
             connections = self._connections.get(principal.sandbox, ())
-            connection = next((c for c in connections if session_id and c.session_id == session_id), None)
+            # Not a retired light session (handed to the SDK since: gateway/sessions.py), the SDK's connection.
+            live = (
+                c for c in connections if session_id and c.session_id == session_id and not getattr(c, "retired", 0)
+            )
+            connection = next(live, None)
             handled = await discovery.call_tool(self, principal, router, name, arguments, connection)
             if handled is not None:
                 return handled

@@ -59,6 +59,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         call_timeout=args.call_timeout,
         idle_timeout=args.idle_timeout,
         max_inflight_per_sandbox=args.max_concurrent_requests,
+        max_sessions=args.max_sessions,
         grace_period=args.grace_period,
         catalog_files=tuple(Path(f) for f in args.catalog),
     )
@@ -213,6 +214,9 @@ def _sse_drain(automatic: bool | None = None, now: bool = False) -> None:
         AppStatus.disable_automatic_graceful_drain()
     if now:
         AppStatus.should_exit = True
+        from gateway.light import end_streams
+
+        end_streams()  # and the light sessions' event streams (gateway/light.py)
 
 
 def serve(args: argparse.Namespace) -> int:

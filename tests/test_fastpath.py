@@ -211,7 +211,12 @@ async def test_a_call_with_a_progress_token_takes_the_sdk_path(
 
 async def test_other_requests_take_the_sdk_path(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
     fast, _ = await sessions(gateway, http)
-    listed = await fast.request({"jsonrpc": "2.0", "id": 4, "method": "tools/list"})
+    level = {"jsonrpc": "2.0", "id": 4, "method": "logging/setLevel", "params": {"level": "error"}}
+    answer = await fast.request(level)
+    assert answer.content_type == SSE
+    assert answer.reply()["result"] == {}
+    # The session is the SDK's from now on (gateway/sessions.py): its lists come from the SDK too.
+    listed = await fast.request({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
     assert listed.content_type == SSE
     assert "fix__echo" in {t["name"] for t in listed.reply()["result"]["tools"]}
 
