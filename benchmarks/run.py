@@ -30,6 +30,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -370,25 +371,46 @@ async def _first_list(url: str, token: str | None) -> tuple[float, float, int]:
         await s.aclose()
 
 
-def run_coldstart(gateway_args: list[str]) -> dict[str, Any]:
-    servers = {f"cold{i + 1}": [PYTHON, ECHO, "--start-delay", str(d)] for i, d in enumerate(COLD_DELAYS)}
-    singles = {name: single_start_seconds(cmd) for name, cmd in servers.items()}
-    slowest = max(singles.values())
-    target = GatewayTarget(gateway_args, servers=servers, name="gateway-coldstart")
+def _gateway_first_list(gateway_args: list[str], servers: dict[str, list[str]], name: str) -> tuple[float, float, int]:
+    target = GatewayTarget(gateway_args, servers=servers, name=name)
     try:
         target.start()
         assert target.url is not None
-        total, list_only, n_tools = asyncio.run(asyncio.wait_for(_first_list(target.url, target.token), 120))
+        return asyncio.run(asyncio.wait_for(_first_list(target.url, target.token), 120))
     finally:
         target.stop()
-    return {
-        "slowest_single_s": slowest,
-        "singles_s": singles,
-        "init_plus_list_s": total,
-        "list_s": list_only,
-        "tools": n_tools,
-        "ratio": total / slowest,
-    }
+
+
+def run_coldstart(gateway_args: list[str], repeat: int = 1) -> dict[str, Any]:
+    """The first tools/list of a fresh gateway with 5 never-seen servers, against two references.
+
+    The issue's reference is the slowest server's own start, spawned directly (no sandbox). The
+    second is that same server alone behind a fresh gateway with the same runtime (bwrap adds its
+    own start cost to every server, one or five): the ratio to it is what aggregating five
+    servers costs. Each number is the median of ``repeat`` runs.
+    """
+    servers = {f"cold{i + 1}": [PYTHON, ECHO, "--start-delay", str(d)] for i, d in enumerate(COLD_DELAYS)}
+    slowest_name = f"cold{len(COLD_DELAYS)}"
+    runs: list[dict[str, Any]] = []
+    for _ in range(max(1, repeat)):
+        singles = {name: single_start_seconds(cmd) for name, cmd in servers.items()}
+        total, list_only, n_tools = _gateway_first_list(gateway_args, servers, "gateway-coldstart")
+        alone, _, _ = _gateway_first_list(gateway_args, {slowest_name: servers[slowest_name]}, "gateway-alone")
+        slowest = max(singles.values())
+        runs.append(
+            {
+                "slowest_single_s": slowest,
+                "singles_s": singles,
+                "alone_s": alone,
+                "init_plus_list_s": total,
+                "list_s": list_only,
+                "tools": n_tools,
+                "ratio": total / slowest,
+                "ratio_alone": total / alone,
+            }
+        )
+    middle = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]
+    return {**middle, "runs": runs, "ratio_alone": statistics.median(r["ratio_alone"] for r in runs)}
 
 
 # --------------------------------------------------------------------------- driver
@@ -570,15 +592,26 @@ def report(results: list[TargetResult], cold: dict[str, Any] | None, args: argpa
         )
         out.append(
             table(
-                ["slowest single start s", "initialize+first tools/list s", "tools/list alone s", "tools", "ratio"],
+                [
+                    "slowest single start s",
+                    "slowest alone via gateway s",
+                    "initialize+first tools/list s",
+                    "tools/list alone s",
+                    "tools",
+                    "ratio",
+                    "ratio to alone via gateway",
+                ],
                 [
                     [
-                        fmt(cold["slowest_single_s"], 3),
-                        fmt(cold["init_plus_list_s"], 3),
-                        fmt(cold["list_s"], 3),
-                        str(cold["tools"]),
-                        fmt(cold["ratio"]),
+                        fmt(run["slowest_single_s"], 3),
+                        fmt(run["alone_s"], 3),
+                        fmt(run["init_plus_list_s"], 3),
+                        fmt(run["list_s"], 3),
+                        str(run["tools"]),
+                        fmt(run["ratio"]),
+                        fmt(run["ratio_alone"]),
                     ]
+                    for run in cold["runs"]
                 ],
             )
         )
@@ -624,7 +657,14 @@ def check_targets(results: list[TargetResult], cold: dict[str, Any] | None) -> l
             f"{gw.idle.sessions} idle sessions: {gw.idle.per_session_kb:.1f} KB each <= 40 KB, {gw.idle.ok} alive",
         )
     if cold:
-        check(cold["ratio"] <= 1.2, f"first tools/list with 5 servers: {cold['ratio']:.2f} x the slowest start <= 1.2")
+        n = len(cold["runs"])
+        check(
+            cold["ratio"] <= 1.2,
+            f"first tools/list with 5 servers: {cold['ratio']:.2f} x the slowest direct start <= 1.2 (median of {n})",
+        )
+        lines.append(
+            f"         and {cold['ratio_alone']:.2f} x the slowest server alone behind the gateway, same runtime"
+        )
     return lines
 
 
@@ -693,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         if "gateway" in names and "coldstart" in scenarios and gateway_available()[0]:
             print("gateway: coldstart ...", flush=True)
             try:
-                cold = run_coldstart(args.gateway_arg)
+                cold = run_coldstart(args.gateway_arg, args.repeat)
             except Exception as exc:
                 print(f"  coldstart failed: {describe(exc)}", flush=True)
     except KeyboardInterrupt:

@@ -55,7 +55,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import sessions
-from gateway.light import LightPath
+from gateway.light import LightPath, plain_request
 from gateway.mcp_server import LOG_LEVELS, PRINCIPAL_SCOPE_KEY, RELAYED_REQUESTS, _Active, log_message
 from gateway.redact import Redactor
 from gateway.sessions import LightSession, LightSessions
@@ -74,8 +74,6 @@ logger = logging.getLogger("gateway.fastpath")
 REQUEST_CANCELLED = -32800
 ALL_LOG_LEVELS = frozenset(LOG_LEVELS)
 META_RESERVED_PREFIX = "io.modelcontextprotocol/"
-# An int the SDK keeps as an int and orjson writes exactly.
-MAX_ID = 2**63 - 1
 ENV_SWITCH = "MCP_GATEWAY_FASTPATH"  # "0"/"off": every request takes the SDK path (benchmarks, diagnosis)
 LIGHT_SWITCH = "MCP_GATEWAY_LIGHT_SESSIONS"  # "0"/"off": every session is the SDK's from its initialize
 
@@ -501,16 +499,11 @@ class FastPath:
     @staticmethod
     def _call_request(message: dict[str, Any]) -> tuple[Any, str, dict[str, Any] | None, dict[str, Any] | None] | None:
         """(id, name, arguments, forwarded _meta) of a plain tools/call, else None (the SDK decides)."""
-        if message.get("method") != "tools/call" or message.get("jsonrpc") != "2.0" or len(message) != 4:
+        if message.get("method") != "tools/call" or not plain_request(message):
             return None
-        request_id = message.get("id")
-        if type(request_id) is int:
-            if not -MAX_ID <= request_id <= MAX_ID:
-                return None
-        elif type(request_id) is not str:
-            return None
+        request_id = message["id"]
         params = message.get("params")
-        if type(params) is not dict:
+        if params is None:
             return None
         for key in params:
             if key not in ("name", "arguments", "_meta"):

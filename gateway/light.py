@@ -31,6 +31,7 @@ from mcp_types import methods as _methods
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway import toolcache
 from gateway.mcp_server import PRINCIPAL_SCOPE_KEY
 from gateway.sessions import LightSession, LightSessions
 
@@ -43,7 +44,7 @@ logger = logging.getLogger("gateway.light")
 LIST_METHODS = ("tools/list", "prompts/list", "resources/list", "resources/templates/list")
 KEEPALIVE_SECONDS = 15.0  # a comment line on an idle GET stream, as the SDK's (sse-starlette) sends
 HANDOVER_POLLS = 500  # x 10 ms: how long a handover waits for the SDK to take an event stream
-MAX_ID = 2**63 - 1
+MAX_ID = 2**63 - 1  # the largest int id the SDK keeps as an int and orjson writes exactly
 _open_streams: weakref.WeakSet[_Stream] = weakref.WeakSet()
 
 
@@ -107,6 +108,7 @@ class LightPath:
             await self._respond(send, None, 503, orjson.dumps(error))
             return True
         session = self.table.open(owner, negotiated, params or {})
+        toolcache.warm(self.gateway, scope[PRINCIPAL_SCOPE_KEY])  # its first tools/list comes next
         await self._answer(send, session.session_id, {"jsonrpc": "2.0", "id": message["id"], "result": result})
         return True
 

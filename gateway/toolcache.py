@@ -237,6 +237,17 @@ class ToolCache:
 
     # -- tools/list ----------------------------------------------------------------------
 
+    def warm(self, principal: Principal, router: SandboxRouter) -> None:
+        """A session opened: start now the servers its first tools/list will have to start anyway (never seen)."""
+        state = self.attach(router)
+        unseen = [
+            s
+            for s in router.visible_servers(principal)
+            if not state.known(s.name) and s.state not in ("running", "starting")
+        ]
+        if unseen:
+            self.gateway.spawn(router.ensure_started(unseen))
+
     async def list_tools(self, principal: Principal, router: SandboxRouter) -> list[dict[str, Any]]:
         """The token's tools, from the record where there is one; servers never seen start now."""
         state = self.attach(router)
@@ -301,3 +312,10 @@ async def list_tools(gateway: Gateway, principal: Principal, router: SandboxRout
     if cache is None:
         return await router.list_tools(principal)
     return await cache.list_tools(principal, router)
+
+
+def warm(gateway: Gateway, principal: Principal) -> None:
+    """Start a sandbox's never-seen servers when a session opens (no-op without the tool record)."""
+    cache = _installed.get(gateway)
+    if cache is not None:
+        cache.warm(principal, gateway.router(principal.sandbox))

@@ -262,3 +262,23 @@ async def test_the_session_limit_counts_light_sessions(tmp_path: Path, http: htt
         assert refused.json()["error"]["message"] == "Too many open sessions"
     finally:
         gw.stop()
+
+
+async def test_opening_a_session_starts_the_servers_never_seen_before(tmp_path: Path, http: httpx.AsyncClient) -> None:
+    gw = start_gateway(["--servers", "fix", "--runtime", "host"], workdir=tmp_path, catalog=CATALOG)
+    try:
+        with gw.admin() as admin:
+            assert server_state(admin) == "stopped"
+            assert (await initialize(http, gw, INIT)).status_code == 200  # no tools/list
+            deadline = time.monotonic() + 60
+            while server_state(admin) != "running" and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert server_state(admin) == "running"
+    finally:
+        gw.stop()
+
+
+def server_state(admin: httpx.Client) -> str:
+    sandboxes = admin.get("/admin/status").json()["sandboxes"]
+    servers = [s for sandbox in sandboxes if sandbox["id"] == "default" for s in sandbox["servers"]]
+    return servers[0]["state"] if servers else "stopped"
