@@ -55,7 +55,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import sessions
-from gateway.light import LightPath, plain_request
+from gateway.light import LightPath, plain_request, sse_start
 from gateway.mcp_server import LOG_LEVELS, PRINCIPAL_SCOPE_KEY, RELAYED_REQUESTS, _Active, log_message
 from gateway.redact import Redactor
 from gateway.sessions import LightSession, LightSessions
@@ -266,19 +266,7 @@ class _Call:
             return
         if not self.streaming:
             self.streaming = True
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"cache-control", b"no-cache, no-transform"),
-                        (b"connection", b"keep-alive"),
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"mcp-session-id", self.session_id.encode()),
-                        (b"x-accel-buffering", b"no"),
-                    ],
-                }
-            )
+            await self.send(sse_start(self.session_id))
         if not more:
             self.finished = True
         event = b"event: message\r\ndata: " + data + b"\r\n\r\n"

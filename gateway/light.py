@@ -54,6 +54,21 @@ def end_streams() -> None:
         stream.end()
 
 
+def sse_start(session_id: str) -> Message:
+    """The start of an SSE response, with the headers the SDK's (sse-starlette) responses have."""
+    return {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"cache-control", b"no-cache, no-transform"),
+            (b"connection", b"keep-alive"),
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"mcp-session-id", session_id.encode()),
+            (b"x-accel-buffering", b"no"),
+        ],
+    }
+
+
 def plain_request(message: dict[str, Any]) -> bool:
     """A JSON-RPC request the SDK would take as such: jsonrpc, an int/str id, a method, dict params."""
     if message.get("jsonrpc") != "2.0" or type(message.get("method")) is not str:
@@ -206,19 +221,7 @@ class LightPath:
         _open_streams.add(stream)
         self.table.hold(session)
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"cache-control", b"no-cache, no-transform"),
-                        (b"connection", b"keep-alive"),
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"mcp-session-id", session.session_id.encode()),
-                        (b"x-accel-buffering", b"no"),
-                    ],
-                }
-            )
+            await send(sse_start(session.session_id))
             await stream.run(receive)
         finally:
             if session.stream is stream:
