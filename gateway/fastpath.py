@@ -21,7 +21,7 @@ It takes a request only when it is sure the SDK would serve it the same way:
   version and declared none of sampling, elicitation, roots (an upstream could ask the client back:
   that needs the SDK's request channel);
 - one JSON object ``{"jsonrpc": "2.0", "id", "method": "tools/call", "params": {"name", "arguments"?,
-  "_meta"?}}`` with no ``progressToken`` (progress needs the SSE stream), nothing else.
+  "_meta"?}}`` (a ``progressToken`` a string or an int), nothing else.
 
 What it does is what the SDK path does, in the same order with the same code: the session's idle
 timer is held while the call runs (as ``StreamableHTTPServerTransport.handle_request`` does), the
@@ -29,8 +29,8 @@ call goes through :meth:`Gateway.call_tool` (discovery tools, route lookup, toke
 integrity, redaction, observers), errors become the same JSON-RPC errors, the result is shaped by
 the SDK's own result serializer unless it has the plain shape whose wire form is known (text
 content), and a ``notifications/cancelled`` from the client cancels the call as the SDK's dispatcher
-would (answered ``-32800``). An upstream log message during the call turns the answer into an SSE
-stream (as the SDK's would be), so logs still reach the client before the result.
+would (answered ``-32800``). An upstream log message or progress notification during the call turns
+the answer into an SSE stream (as the SDK's would be), so they still reach the client before the result.
 """
 
 from __future__ import annotations
@@ -178,6 +178,7 @@ class _Call:
         "encoded",
         "finished",
         "peer_cancelled",
+        "progress_token",
         "redactor",
         "request_id",
         "running",
@@ -188,8 +189,11 @@ class _Call:
         "version",
     )
 
-    def __init__(self, send: Send, session_id: str, request_id: Any, version: str, connection: Any) -> None:
+    def __init__(
+        self, send: Send, session_id: str, request_id: Any, version: str, connection: Any, progress_token: Any = None
+    ) -> None:
         self.send = send
+        self.progress_token = progress_token
         self.session_id = session_id
         self.request_id = request_id
         self.version = version
@@ -205,7 +209,15 @@ class _Call:
     # -- Downstream ---------------------------------------------------------------------
 
     async def progress(self, params: dict[str, Any]) -> None:
-        """Never asked for: a call with a progressToken is not taken by the fast path."""
+        """Upstream progress, relayed as :meth:`ClientCall.progress` does: the client's token, this POST's stream."""
+        if self.progress_token is None or self.finished or self.redactor is None:
+            return
+        forwarded = {k: v for k, v in params.items() if k in ("progress", "total", "message")}
+        if isinstance(forwarded.get("message"), str):
+            forwarded["message"] = self.redactor.text(forwarded["message"])
+        forwarded["progressToken"] = self.progress_token
+        note = JSONRPCNotification(jsonrpc="2.0", method="notifications/progress", params=forwarded)
+        await self._event(note.model_dump_json(by_alias=True, exclude_unset=True).encode(), more=True)
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """As :meth:`ClientCall.request` for a client that declared none of the relayed capabilities."""
@@ -502,8 +514,8 @@ class FastPath:
         if type(name) is not str or (arguments is not None and type(arguments) is not dict):
             return None
         if meta is not None:
-            if type(meta) is not dict or "progressToken" in meta:
-                return None
+            if type(meta) is not dict or type(meta.get("progressToken", "")) not in (str, int):
+                return None  # a token the SDK would refuse (or a null one): the SDK's to answer
             if any(key.startswith(META_RESERVED_PREFIX) for key in meta):
                 return None
             # As mcp_server._meta: the SDK's dump (exclude_none) drops top-level nulls.
@@ -538,7 +550,8 @@ class FastPath:
         arguments: dict[str, Any] | None,
         meta: dict[str, Any] | None,
     ) -> None:
-        call = _Call(send, session_id, request_id, connection.protocol_version, connection)
+        token = meta.get("progressToken") if meta else None
+        call = _Call(send, session_id, request_id, connection.protocol_version, connection, token)
         key = (session_id, coerce_request_id(request_id))
         self.calls[key] = call
         # As StreamableHTTPServerTransport.handle_request: a request in flight holds the session open.

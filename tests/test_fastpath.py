@@ -198,15 +198,27 @@ async def test_upstream_log_messages_reach_the_client_before_the_result(
     assert orjson.loads(quick.messages[0])["method"] == "notifications/message"
 
 
-async def test_a_call_with_a_progress_token_takes_the_sdk_path(
+@pytest.mark.parametrize("token", ["p-1", 7])
+async def test_progress_reaches_the_client_before_the_result_like_the_sdk_path(
+    gateway: RunningGateway, http: httpx.AsyncClient, token: Any
+) -> None:
+    fast, sdk = await sessions(gateway, http)
+    quick = await fast.call(3, "fix__progress", {"steps": 2}, _meta={"progressToken": token})
+    slow = await sdk.call(3, "fix__progress", {"steps": 2}, _meta={"progressToken": token})
+    assert quick.content_type == SSE  # the fast path switched to a stream for the progress
+    assert quick.messages == slow.messages
+    progress = [orjson.loads(m) for m in quick.messages[:-1]]
+    assert [(p["params"]["progressToken"], p["params"]["progress"]) for p in progress] == [(token, 1), (token, 2)]
+    assert quick.reply()["result"]["content"][0]["text"] == "done"
+
+
+async def test_a_call_with_an_odd_progress_token_takes_the_sdk_path(
     gateway: RunningGateway, http: httpx.AsyncClient
 ) -> None:
-    fast, _ = await sessions(gateway, http)
-    answer = await fast.call(3, "fix__progress", {"steps": 2}, _meta={"progressToken": "p"})
-    assert answer.content_type == SSE
-    progress = [orjson.loads(m) for m in answer.messages[:-1]]
-    assert [p["params"]["progress"] for p in progress] == [1, 2]
-    assert answer.reply()["result"]["content"][0]["text"] == "done"
+    fast, sdk = await sessions(gateway, http)
+    quick = await fast.call(4, "fix__progress", {"steps": 1}, _meta={"progressToken": 1.5})
+    slow = await sdk.call(4, "fix__progress", {"steps": 1}, _meta={"progressToken": 1.5})
+    assert quick.messages == slow.messages  # whatever the SDK makes of it, both paths say the same
 
 
 async def test_other_requests_take_the_sdk_path(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
