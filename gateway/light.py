@@ -6,7 +6,7 @@ credential and the session's owner):
 - ``initialize`` without a session: answered with the SDK's own result builder, and the session
   is opened as a :class:`gateway.sessions.LightSession`;
 - on a light session: notifications (``notifications/initialized`` recorded, the rest dropped as
-  the SDK drops them), ``ping``, ``tools/list``, ``prompts/list``, ``resources/list``,
+  the SDK drops them), ``ping``, ``logging/setLevel``, ``tools/list``, ``prompts/list``, ``resources/list``,
   ``resources/templates/list`` (validated and serialized by the SDK's own functions), the GET
   stream for the gateway's list-changed notifications, and DELETE.
 
@@ -32,7 +32,7 @@ from mcp_types.version import LATEST_HANDSHAKE_VERSION
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway import toolcache
-from gateway.mcp_server import PRINCIPAL_SCOPE_KEY
+from gateway.mcp_server import PRINCIPAL_SCOPE_KEY, set_log_level
 from gateway.sessions import LightSession, LightSessions
 
 if TYPE_CHECKING:
@@ -154,6 +154,12 @@ class LightPath:
             result = self._shaped(method, session, params, {})
             if result is None:
                 return False
+        elif method == "logging/setLevel":
+            result = self._shaped(method, session, params, {})
+            if result is None:
+                return False
+            set_log_level(session, params["level"])
+            session.log_level = params["level"]  # replayed into the SDK's session if it is handed over
         elif method in LIST_METHODS:
             if not self._valid(method, session, params) or method in self.server.cache_hints:
                 return False

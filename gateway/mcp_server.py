@@ -91,6 +91,11 @@ class _Active:
         _active[self._gateway] = _active.get(self._gateway, 1) - 1
 
 
+def set_log_level(connection: Any, level: str) -> None:
+    """``logging/setLevel`` for a connection (or a light session standing in for one)."""
+    _log_levels[connection] = level
+
+
 def log_message(
     params: dict[str, Any], connection: Any, allowed: frozenset[str] | set[str], redactor: Redactor
 ) -> dict[str, Any] | None:
@@ -374,7 +379,7 @@ def build_server(gateway: Gateway) -> GatewayServer:
         ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
     ) -> types.EmptyResult:
         _principal(ctx)
-        _log_levels[ctx.session._connection] = str(params.level)
+        set_log_level(ctx.session._connection, str(params.level))
         return types.EmptyResult()
 
     async def list_prompts(ctx: ServerRequestContext[Any], params: Any) -> types.ListPromptsResult:

@@ -9,8 +9,8 @@ credential that opened it, the negotiated version and the client's ``initialize`
 
 The first request the light path does not serve *materializes* the session: an SDK transport is
 created under the same session id, registered with the SDK's manager exactly as its own would be,
-and the client's original ``initialize`` (and ``notifications/initialized``) are replayed into it;
-then the request goes to the SDK. The client sees one session throughout.
+and the client's original ``initialize`` (and ``notifications/initialized``, and its log level)
+are replayed into it; then the request goes to the SDK. The client sees one session throughout.
 
 This module touches the SDK manager's internals (``_server_instances``, ``_session_owners``,
 ``_task_group``, ``_lifespan_state``, ``_discard_session``); :func:`supported` checks they are
@@ -69,6 +69,7 @@ class LightSession:
         "deadline",
         "initialize_params",
         "initialized",
+        "log_level",
         "materializing",
         "owner",
         "protocol_version",
@@ -90,6 +91,7 @@ class LightSession:
         declared = capabilities if isinstance(capabilities, dict) else {}
         self.relays = any(declared.get(name) is not None for name in RELAYED_CAPABILITIES)
         self.initialized = False
+        self.log_level: str | None = None  # logging/setLevel, replayed at the handover
         self.busy = 0  # requests in flight (a GET stream included): the session does not expire meanwhile
         self.deadline = math.inf
         self.materializing: asyncio.Task[bool] | None = None
@@ -241,6 +243,11 @@ class LightSessions:
                 note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
                 if await _replay(transport, scope, note, session_id, session.protocol_version) != 202:
                     raise RuntimeError("the SDK refused the replayed notifications/initialized")
+            if session.log_level is not None:
+                params = {"level": session.log_level}
+                level = {"jsonrpc": "2.0", "id": 1, "method": "logging/setLevel", "params": params}
+                if await _replay(transport, scope, level, session_id, session.protocol_version) != 200:
+                    raise RuntimeError("the SDK refused the replayed logging/setLevel")
             stream, session.stream = session.stream, None
             if stream is not None:  # the open event stream goes on, served by the SDK from now on
                 await stream.hand_over(transport)

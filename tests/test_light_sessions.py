@@ -26,7 +26,7 @@ from tests.support import RunningGateway, fixture_entry, start_gateway
 from tests.test_fastpath import JSON, SSE, RawSession
 
 CATALOG = {"fix": fixture_entry("--name", "fix", "--prompts", "--resources")}
-LEVEL = {"jsonrpc": "2.0", "id": "level", "method": "logging/setLevel", "params": {"level": "debug"}}
+HAND_OVER = {"jsonrpc": "2.0", "id": "prompt", "method": "prompts/get", "params": {"name": "fix__plain"}}
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +61,10 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def handed_over(gateway: RunningGateway, http: httpx.AsyncClient) -> RawSession:
-    """A session that the SDK serves: logging/setLevel is not the light path's."""
+    """A session that the SDK serves: prompts/get is not the light path's."""
     session = await RawSession(http, gateway.url, gateway.token).open()
-    answer = await session.request(LEVEL)
-    assert answer.content_type == SSE and answer.reply()["result"] == {}
+    answer = await session.request(HAND_OVER)
+    assert answer.content_type == SSE and answer.reply()["result"]["messages"]
     return session
 
 
@@ -129,8 +129,9 @@ async def test_a_malformed_initialize_gets_the_sdks_error(
         {"jsonrpc": "2.0", "id": 8, "method": "resources/list"},
         {"jsonrpc": "2.0", "id": 9, "method": "resources/templates/list"},
         {"jsonrpc": "2.0", "id": 10, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 11, "method": "logging/setLevel", "params": {"level": "notice"}},
     ],
-    ids=["tools", "tools with cursor", "prompts", "resources", "templates", "ping"],
+    ids=["tools", "tools with cursor", "prompts", "resources", "templates", "ping", "log level"],
 )
 async def test_light_answers_equal_the_sdks(
     gateway: RunningGateway, http: httpx.AsyncClient, message: dict[str, Any]
@@ -141,6 +142,23 @@ async def test_light_answers_equal_the_sdks(
     slow = await sdk.request(message)
     assert (quick.content_type, slow.content_type) == (JSON, SSE)
     assert quick.reply() == slow.reply()
+
+
+async def test_a_log_level_set_on_a_light_session_holds_before_and_after_the_handover(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    session = await RawSession(http, gateway.url, gateway.token).open()
+    error_level = {"jsonrpc": "2.0", "id": 1, "method": "logging/setLevel", "params": {"level": "error"}}
+    level = await session.request(error_level)
+    assert level.content_type == JSON
+    quiet = await session.call(2, "fix__log", {"level": "warning", "message": "below the level"})
+    assert quiet.content_type == JSON  # no log message: nothing to stream
+    loud = await session.call(3, "fix__log", {"level": "error", "message": "at the level"})
+    assert [orjson.loads(m).get("method") for m in loud.messages] == ["notifications/message", None]
+    assert (await session.request(HAND_OVER)).content_type == SSE  # the SDK's session now
+    for call_id in (4, 5):  # the first call may still take the SDK path, the next one the fast path
+        after = await session.call(call_id, "fix__log", {"level": "warning", "message": "below the level"})
+        assert [orjson.loads(m).get("method") for m in after.messages] == [None]  # the level was replayed
 
 
 async def test_malformed_list_params_get_the_sdks_error(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
@@ -222,7 +240,7 @@ async def test_the_event_stream_carries_list_changes_and_outlives_the_handover(
         assert second.status_code == 409  # one stream per session, as the SDK allows
         assert "error" not in (await session.call(1, "fix__change_tools", {})).reply()
         assert await asyncio.wait_for(events.get(), 30) == changed
-        await session.request(LEVEL)  # hands the session to the SDK, with this stream
+        await session.request(HAND_OVER)  # hands the session to the SDK, with this stream
         assert "error" not in (await session.call(2, "fix__change_tools", {})).reply()
         assert await asyncio.wait_for(events.get(), 30) == changed  # the same stream, now the SDK's
         assert (await http.get(gateway.url, headers=headers)).status_code == 409
