@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.auth import LEEWAY_SECONDS, AuthError, Principal, bearer_from_header
 from gateway.fastpath import FastPath
 from gateway.hub import Gateway
-from gateway.mcp_server import PRINCIPAL_SCOPE_KEY, build_server
+from gateway.mcp_server import PRINCIPAL_SCOPE_KEY, build_server, current_principal
 from gateway.metrics import count_rejection
 
 logger = logging.getLogger("gateway.http")
@@ -142,6 +142,7 @@ class McpGuard:
             await principal(scope, receive, send)
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
+        current_principal.set(principal)  # this request's task only (see gateway.mcp_server)
         # The SDK binds each session to the credential that opened it; the sandbox is that credential.
         scope["user"] = AuthenticatedUser(
             AccessToken(token="", client_id=principal.sandbox, scopes=[], subject=principal.sandbox)

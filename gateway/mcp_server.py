@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import secrets
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
@@ -50,6 +51,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("gateway.mcp")
 
 PRINCIPAL_SCOPE_KEY = "gateway.principal"
+# The request's principal, for SDK hooks that get no request (get_tool_input_schema). Set by
+# gateway.app.McpGuard in the request's own task (uvicorn runs each request in a fresh task, so a
+# value never outlives its request).
+current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
 
 
 class GatewayServer(Server[Any]):
@@ -315,6 +320,25 @@ def upstream_errors() -> Iterator[None]:
         raise MCPError(exc.code, exc.message, exc.data) from None
 
 
+def tool_input_schema(gateway: Gateway, name: str) -> Mapping[str, Any] | None:
+    """Tool ``name``'s inputSchema as the calling token sees it, for the SDK's ``Mcp-Param-*`` header check.
+
+    Without this hook the SDK lists every tool (our tools/list handler, with pydantic models of
+    all of them) before each 2026-07-28 ``tools/call`` with arguments, just to find one schema.
+    None (the SDK then skips the check; the call itself still rejects an unknown tool): no request
+    principal, or a tool not known yet (its server never ran) or not visible to the token.
+    """
+    principal = current_principal.get()
+    if principal is None:
+        return None
+    router = gateway.live_routers().get(principal.sandbox)
+    route = router.tool_routes().get(name) if router is not None else None
+    if route is None or not principal.may_use_tool(route.server, route.exposed):
+        return None
+    schema = route.definition.get("inputSchema")
+    return schema if isinstance(schema, Mapping) else None
+
+
 def build_server(gateway: Gateway) -> GatewayServer:
     # Session id -> the SDK's connection of that session, for the fast path (gateway/fastpath.py):
     # a session is known there once one of its requests reached a handler here.
@@ -450,4 +474,5 @@ def build_server(gateway: Gateway) -> GatewayServer:
             on_completion=complete,
         )
     server.session_connections = connections
+    server.get_tool_input_schema = lambda name: tool_input_schema(gateway, name)
     return server
