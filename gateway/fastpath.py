@@ -56,7 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import sessions
 from gateway.light import LightPath, plain_request, sse_start
-from gateway.mcp_server import LOG_LEVELS, PRINCIPAL_SCOPE_KEY, RELAYED_REQUESTS, _Active, log_message
+from gateway.mcp_server import LOG_LEVELS, PRINCIPAL_SCOPE_KEY, RELAYED_REQUESTS, _Active, log_message, progress_message
 from gateway.redact import Redactor
 from gateway.sessions import LightSession, LightSessions
 from gateway.upstream.connection import METHOD_NOT_FOUND, CallOrigin, UpstreamError, call_origin
@@ -90,6 +90,26 @@ _STREAM_HEADERS = {
     b"mcp-protocol-version": "protocol_version",
     b"last-event-id": "last_event_id",
 }
+
+
+def _collect(scope: Scope, wanted: dict[bytes, str]) -> dict[str, str] | None:
+    """The ``wanted`` headers of the request (by their names there); None if one of them is repeated.
+
+    A repeated header is the SDK's to judge: whichever copy it reads, it is not ours to guess. A
+    protocol version other than a handshake-era one (2026-07-28, or one the SDK rejects) is the
+    SDK's too.
+    """
+    found: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        name = wanted.get(key)
+        if name is not None:
+            if name in found:
+                return None
+            found[name] = value.decode("latin-1")
+    version = found.get("protocol_version")
+    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return None
+    return found
 
 
 def enabled_by_env() -> bool:
@@ -212,10 +232,7 @@ class _Call:
         """Upstream progress, relayed as :meth:`ClientCall.progress` does: the client's token, this POST's stream."""
         if self.progress_token is None or self.finished or self.redactor is None:
             return
-        forwarded = {k: v for k, v in params.items() if k in ("progress", "total", "message")}
-        if isinstance(forwarded.get("message"), str):
-            forwarded["message"] = self.redactor.text(forwarded["message"])
-        forwarded["progressToken"] = self.progress_token
+        forwarded = progress_message(params, self.progress_token, self.redactor)
         note = JSONRPCNotification(jsonrpc="2.0", method="notifications/progress", params=forwarded)
         await self._event(note.model_dump_json(by_alias=True, exclude_unset=True).encode(), more=True)
 
@@ -306,6 +323,8 @@ class FastPath:
         # Light sessions (gateway/sessions.py): sessions opened here, handed to the SDK on demand.
         light = self.enabled and sessions.supported(manager) and light_sessions_by_env()
         self.sessions: LightSessions | None = LightSessions(manager) if light else None
+        if self.sessions is not None:
+            self.sessions.on_close = gateway.untrack_connection
         self.light = LightPath(self.sessions, server, gateway) if self.sessions is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -379,7 +398,8 @@ class FastPath:
         body = await self._read_body(receive, int(headers["content_length"]))
         if body is None:
             return
-        message = self._parse(body) if light.materializing is None else None
+        # Closed or being handed over while its body arrived: the SDK's (a 404, or its session now).
+        message = self._parse(body) if not light.retired and light.materializing is None else None
         if message is not None:
             if message.get("method") == "notifications/cancelled" and "id" not in message:
                 self._peer_cancel(light.session_id, message.get("params"))
@@ -397,15 +417,8 @@ class FastPath:
     async def _light_stream(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """GET (the event stream) and DELETE of a light session; False if the request is the SDK's."""
         assert self.sessions is not None and self.light is not None
-        found: dict[str, str] = {}
-        for key, value in scope["headers"]:
-            name = _STREAM_HEADERS.get(key)
-            if name is not None:
-                if name in found:
-                    return False
-                found[name] = value.decode("latin-1")
-        version = found.get("protocol_version")
-        if "session_id" not in found or (version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS):
+        found = _collect(scope, _STREAM_HEADERS)
+        if found is None or "session_id" not in found:
             return False
         light = self._light_session(scope, found["session_id"])
         if light is None:
@@ -426,18 +439,9 @@ class FastPath:
 
     @staticmethod
     def _headers(scope: Scope) -> dict[str, str] | None:
-        found: dict[str, str] = {}
-        for key, value in scope["headers"]:
-            name = _HEADERS.get(key)
-            if name is not None:
-                if name in found:
-                    return None  # repeated: whichever copy the SDK reads, it is not ours to guess
-                found[name] = value.decode("latin-1")
-        if "content_length" not in found:
+        found = _collect(scope, _HEADERS)
+        if found is None or "content_length" not in found:
             return None
-        version = found.get("protocol_version")
-        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-            return None  # 2026-07-28 (or an unknown version the SDK rejects): the SDK's
         if not _json_content_type(found.get("content_type", "")):
             return None
         return found

@@ -265,6 +265,11 @@ class Gateway:
     def track_connection(self, sandbox_id: str, connection: Any) -> None:
         self._connections.setdefault(sandbox_id, weakref.WeakSet()).add(connection)
 
+    def untrack_connection(self, connection: Any) -> None:
+        """A session ended, or a light session was handed to the SDK (whose connection stands for it now)."""
+        for connections in list(self._connections.values()):
+            connections.discard(connection)
+
     async def notify_list_changed(self, sandbox_id: str, kind: str) -> None:
         """Tell every connected session of the sandbox that a list changed."""
         for connection in list(self._connections.get(sandbox_id, ())):
@@ -308,11 +313,7 @@ class Gateway:
             from gateway import discovery
 
             connections = self._connections.get(principal.sandbox, ())
-            # Not a retired light session (handed to the SDK since: gateway/sessions.py), the SDK's connection.
-            live = (
-                c for c in connections if session_id and c.session_id == session_id and not getattr(c, "retired", 0)
-            )
-            connection = next(live, None)
+            connection = next((c for c in connections if session_id and c.session_id == session_id), None)
             handled = await discovery.call_tool(self, principal, router, name, arguments, connection)
             if handled is not None:
                 return handled

@@ -101,6 +101,18 @@ def set_log_level(connection: Any, level: str) -> None:
     _log_levels[connection] = level
 
 
+def progress_message(params: dict[str, Any], token: Any, redactor: Redactor) -> dict[str, Any]:
+    """An upstream ``notifications/progress`` as the client gets it: its own token, a redacted message.
+
+    Shared by :class:`ClientCall` and the fast path (``gateway/fastpath.py``), so both relay alike.
+    """
+    forwarded = {k: v for k, v in params.items() if k in ("progress", "total", "message")}
+    if isinstance(forwarded.get("message"), str):
+        forwarded["message"] = redactor.text(forwarded["message"])
+    forwarded["progressToken"] = token
+    return forwarded
+
+
 def log_message(
     params: dict[str, Any], connection: Any, allowed: frozenset[str] | set[str], redactor: Redactor
 ) -> dict[str, Any] | None:
@@ -144,10 +156,7 @@ class ClientCall:
     async def progress(self, params: dict[str, Any]) -> None:
         if self._token is None:
             return
-        forwarded = {k: v for k, v in params.items() if k in ("progress", "total", "message")}
-        if isinstance(forwarded.get("message"), str):
-            forwarded["message"] = self._redactor.text(forwarded["message"])
-        forwarded["progressToken"] = self._token
+        forwarded = progress_message(params, self._token, self._redactor)
         # The request-scoped channel puts it on the stream of the POST that made the call.
         await self._ctx.session._request_outbound.notify("notifications/progress", forwarded)
 

@@ -24,6 +24,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -96,7 +97,7 @@ class LightSession:
         self.deadline = math.inf
         self.materializing: asyncio.Task[bool] | None = None
         self.stream: Any = None  # the open GET stream (gateway/light.py), if any
-        self.retired = False  # closed, or handed to the SDK (whose connection stands for the session then)
+        self.retired = False  # closed, or handed to the SDK: not to be handed over (again)
 
     async def send_tool_list_changed(self) -> None:
         await self._notify("notifications/tools/list_changed")
@@ -120,6 +121,7 @@ class LightSessions:
         self.sessions: dict[str, LightSession] = {}
         self.idle_timeout = manager.session_idle_timeout
         self.materialized = 0  # sessions handed to the SDK (tests and diagnosis)
+        self.on_close: Callable[[LightSession], None] | None = None  # e.g. forget it as a tracked connection
         self._next_sweep = 0.0
 
     # -- the table ----------------------------------------------------------------------
@@ -148,6 +150,8 @@ class LightSessions:
     def close(self, session: LightSession) -> None:
         """Forget the session (DELETE, expiry, handed to the SDK): its id is not the light path's any more."""
         session.retired = True
+        if self.on_close is not None:
+            self.on_close(session)
         if self.sessions.get(session.session_id) is session:
             del self.sessions[session.session_id]
         if session.stream is not None:

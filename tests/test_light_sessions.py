@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -25,6 +24,7 @@ from gateway.server_config import ServerSettings
 from tests.support import RunningGateway, fixture_entry, start_gateway
 from tests.test_fastpath import JSON, SSE, RawSession
 
+Factory = Callable[..., RunningGateway]
 CATALOG = {"fix": fixture_entry("--name", "fix", "--prompts", "--resources")}
 HAND_OVER = {"jsonrpc": "2.0", "id": "prompt", "method": "prompts/get", "params": {"name": "fix__plain"}}
 
@@ -247,53 +247,42 @@ async def test_the_event_stream_carries_list_changes_and_outlives_the_handover(
         reader.cancel()
 
 
-async def test_a_light_session_expires_when_idle(tmp_path: Path, http: httpx.AsyncClient) -> None:
+async def test_a_light_session_expires_when_idle(gateway_factory: Factory, http: httpx.AsyncClient) -> None:
     # --idle-timeout 1: sessions expire after 2 s with no request in flight.
-    gw = start_gateway(
-        ["--servers", "fix", "--runtime", "host", "--idle-timeout", "1"], workdir=tmp_path, catalog=CATALOG
-    )
-    try:
-        session = await RawSession(http, gw.url, gw.token).open()
-        assert session.session_id
-        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
-        for _ in range(3):  # requests keep it alive
-            await asyncio.sleep(1.0)
-            assert (await session.post(ping)).status_code == 200
-        deadline = time.monotonic() + 30
-        while (status := (await session.post(ping)).status_code) == 200 and time.monotonic() < deadline:
-            await asyncio.sleep(3.0)
-        assert status == 404
-    finally:
-        gw.stop()
+    gw = gateway_factory(["--servers", "fix", "--runtime", "host", "--idle-timeout", "1"], catalog=CATALOG)
+    session = await RawSession(http, gw.url, gw.token).open()
+    assert session.session_id
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    for _ in range(3):  # requests keep it alive
+        await asyncio.sleep(1.0)
+        assert (await session.post(ping)).status_code == 200
+    deadline = time.monotonic() + 30
+    while (status := (await session.post(ping)).status_code) == 200 and time.monotonic() < deadline:
+        await asyncio.sleep(3.0)
+    assert status == 404
 
 
-async def test_the_session_limit_counts_light_sessions(tmp_path: Path, http: httpx.AsyncClient) -> None:
-    gw = start_gateway(
-        ["--servers", "fix", "--runtime", "host", "--max-sessions", "2"], workdir=tmp_path, catalog=CATALOG
-    )
-    try:
-        await RawSession(http, gw.url, gw.token).open()
-        await handed_over(gw, http)
-        refused = await initialize(http, gw, INIT)
-        assert refused.status_code == 503
-        assert refused.headers["retry-after"]
-        assert refused.json()["error"]["message"] == "Too many open sessions"
-    finally:
-        gw.stop()
+async def test_the_session_limit_counts_light_sessions(gateway_factory: Factory, http: httpx.AsyncClient) -> None:
+    gw = gateway_factory(["--servers", "fix", "--runtime", "host", "--max-sessions", "2"], catalog=CATALOG)
+    await RawSession(http, gw.url, gw.token).open()
+    await handed_over(gw, http)
+    refused = await initialize(http, gw, INIT)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"]
+    assert refused.json()["error"]["message"] == "Too many open sessions"
 
 
-async def test_opening_a_session_starts_the_servers_never_seen_before(tmp_path: Path, http: httpx.AsyncClient) -> None:
-    gw = start_gateway(["--servers", "fix", "--runtime", "host"], workdir=tmp_path, catalog=CATALOG)
-    try:
-        with gw.admin() as admin:
-            assert server_state(admin) == "stopped"
-            assert (await initialize(http, gw, INIT)).status_code == 200  # no tools/list
-            deadline = time.monotonic() + 60
-            while server_state(admin) != "running" and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            assert server_state(admin) == "running"
-    finally:
-        gw.stop()
+async def test_opening_a_session_starts_the_servers_never_seen_before(
+    gateway_factory: Factory, http: httpx.AsyncClient
+) -> None:
+    gw = gateway_factory(["--servers", "fix", "--runtime", "host"], catalog=CATALOG)
+    with gw.admin() as admin:
+        assert server_state(admin) == "stopped"
+        assert (await initialize(http, gw, INIT)).status_code == 200  # no tools/list
+        deadline = time.monotonic() + 60
+        while server_state(admin) != "running" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert server_state(admin) == "running"
 
 
 def server_state(admin: httpx.Client) -> str:

@@ -8,7 +8,7 @@ SDK each tool's schema from its routes (``mcp_server.tool_input_schema``) instea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -109,16 +109,12 @@ async def test_a_token_that_may_not_see_the_tool_gets_no_schema_check_but_no_cal
 
 
 async def test_the_check_covers_tools_that_discovery_leaves_out_of_the_list(
-    tmp_path_factory: pytest.TempPathFactory, http: httpx.AsyncClient
+    gateway_factory: Callable[..., RunningGateway], http: httpx.AsyncClient
 ) -> None:
     # With discovery on, tools/list shows only gateway__* tools: a check that looked the schema up
     # in the list (the SDK's default) would find nothing and let any header through.
-    workdir = tmp_path_factory.mktemp("modern-discovery")
-    gw = start_gateway(["--servers", "fix", "--runtime", "host", "--discovery", "on"], workdir=workdir, catalog=CATALOG)
-    try:
-        await warm(http, gw)
-        response = await call(http, gw, {"region": "eu"}, "us")
-        assert response.status_code == 400
-        assert response.json()["error"]["code"] == HEADER_MISMATCH
-    finally:
-        gw.stop()
+    gw = gateway_factory(["--servers", "fix", "--runtime", "host", "--discovery", "on"], catalog=CATALOG)
+    await warm(http, gw)
+    response = await call(http, gw, {"region": "eu"}, "us")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == HEADER_MISMATCH
