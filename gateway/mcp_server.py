@@ -386,10 +386,9 @@ def build_server(gateway: Gateway) -> GatewayServer:
             return await _finish(exchange)
         call = ClientCall(ctx, token, router.redactor)
         session_id = ctx.session._connection.session_id
-        forwarded = {k: v for k, v in (meta or {}).items() if k != "io.modelcontextprotocol/logLevel"} or None
         relay = call_origin.set(CallOrigin(_owner(ctx, principal), call.log))
         try:
-            work = gateway.call_tool(principal, router, params.name, params.arguments, forwarded, call, session_id)
+            work = gateway.call_tool(principal, router, params.name, params.arguments, meta, call, session_id)
             if not call.modern:
                 with upstream_errors():
                     result = await work

@@ -17,10 +17,40 @@ from typing import Any, Protocol
 from gateway.auth import Principal
 from gateway.naming import exposed_name
 from gateway.redact import Redactor
-from gateway.upstream.connection import INVALID_PARAMS, UpstreamError
+from gateway.upstream.connection import INVALID_PARAMS, ErrorReply, UpstreamError
 from gateway.upstream.server import UpstreamServer
 
 logger = logging.getLogger("gateway.router")
+
+
+RESERVED_META_PREFIX = "io.modelcontextprotocol/"
+
+
+def upstream_params(params: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
+    """``params`` with the client's ``_meta`` as it may cross this hop.
+
+    The client's protocol envelope (every ``io.modelcontextprotocol/`` key: protocol version,
+    client info and capabilities, log level of a 2026-07-28 request) belongs to the client's hop;
+    each upstream speaks the era it negotiated with the gateway, so those keys never go on. The
+    progress token is the upstream connection's own (it sets one per request). What remains
+    (trace context, application keys) is forwarded.
+    """
+    kept = {
+        key: value
+        for key, value in (meta or {}).items()
+        if key != "progressToken" and not key.startswith(RESERVED_META_PREFIX)
+    }
+    return {**params, "_meta": kept} if kept else params
+
+
+def downstream_result(result: dict[str, Any]) -> dict[str, Any]:
+    """An upstream's result without the upstream hop's protocol envelope in its ``_meta``."""
+    meta = result.get("_meta")
+    if not isinstance(meta, dict) or not any(key.startswith(RESERVED_META_PREFIX) for key in meta):
+        return result
+    kept = {key: value for key, value in meta.items() if not key.startswith(RESERVED_META_PREFIX)}
+    trimmed = {key: value for key, value in result.items() if key != "_meta"}
+    return {**trimmed, "_meta": kept} if kept else trimmed
 
 
 class Downstream(Protocol):
@@ -163,9 +193,7 @@ class SandboxRouter:
         downstream: Downstream | None = None,
     ) -> dict[str, Any]:
         route = await self.resolve_tool(principal, name)
-        params: dict[str, Any] = {"name": route.original, "arguments": arguments or {}}
-        if meta:
-            params["_meta"] = {k: v for k, v in meta.items() if k != "progressToken"}
+        params = upstream_params({"name": route.original, "arguments": arguments or {}}, meta)
         result = await self._call(route.server, "tools/call", params, downstream, meta)
         return self.redactor.value(result)
 
@@ -180,15 +208,21 @@ class SandboxRouter:
         server = self.servers[server_name]
         wants_progress = downstream is not None and meta is not None and meta.get("progressToken") is not None
         try:
-            return await server.call(
+            result = await server.call(
                 method,
                 params,
                 on_progress=downstream.progress if wants_progress and downstream else None,
                 on_request=downstream.request if downstream is not None else None,
             )
+        except ErrorReply as exc:
+            # The server's own error: say which server, and log it. Upstream messages may quote
+            # secrets back at us (a bad token in an error, say), so both are redacted.
+            message = f"{server_name}: {self.redactor.text(exc.message)}"
+            logger.warning("sandbox %s: %s answered %s with error %s", self.sandbox, method, exc.code, message)
+            raise UpstreamError(message, exc.code, self.redactor.value(exc.data)) from None
         except UpstreamError as exc:
-            # Upstream messages may quote secrets back at us (a bad token in an error, say).
             raise UpstreamError(self.redactor.text(exc.message), exc.code, self.redactor.value(exc.data)) from None
+        return downstream_result(result)
 
     # -- prompts -------------------------------------------------------------------------
 
@@ -212,6 +246,7 @@ class SandboxRouter:
         params: dict[str, Any] = {"name": route.original}
         if arguments:
             params["arguments"] = arguments
+        params = upstream_params(params, meta)
         return self.redactor.value(await self._call(route.server, "prompts/get", params, None, meta))
 
     # -- resources -----------------------------------------------------------------------
@@ -244,7 +279,7 @@ class SandboxRouter:
         owner = self._owner_of(servers, uri)
         if owner is None:
             raise UpstreamError(f"Resource not found: {uri}", -32002)
-        params: dict[str, Any] = {"uri": uri}
+        params = upstream_params({"uri": uri}, meta)
         return self.redactor.value(await self._call(owner.name, "resources/read", params, None, meta))
 
     async def subscribe(self, principal: Principal, uri: str, connection: Any) -> None:

@@ -44,6 +44,20 @@ class ConnectionClosed(UpstreamError):
     pass
 
 
+class ErrorReply(UpstreamError):
+    """The server itself answered a request with a JSON-RPC error (its code, message and data kept)."""
+
+    @classmethod
+    def of(cls, error: Any) -> ErrorReply:
+        error = error if isinstance(error, dict) else {}
+        code = error.get("code")
+        return cls(
+            str(error.get("message", "unknown error")),
+            code if type(code) is int else INTERNAL_ERROR,
+            error.get("data"),
+        )
+
+
 NotificationHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 RequestHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 ProgressHandler = Callable[[dict[str, Any]], Awaitable[None]]
@@ -272,14 +286,7 @@ class StdioConnection:
         if pending is None or pending.future.done():
             return  # a late answer to a cancelled or timed-out request
         if "error" in message:
-            error = message["error"] if isinstance(message["error"], dict) else {}
-            pending.future.set_exception(
-                UpstreamError(
-                    str(error.get("message", "unknown error")),
-                    int(error.get("code", INTERNAL_ERROR)),
-                    error.get("data"),
-                )
-            )
+            pending.future.set_exception(ErrorReply.of(message["error"]))
         else:
             result = message.get("result")
             pending.future.set_result(result if isinstance(result, dict) else {})

@@ -34,6 +34,7 @@ from gateway.upstream.connection import (
     METHOD_NOT_FOUND,
     REQUEST_TIMEOUT,
     SERVER_UNAVAILABLE,
+    ErrorReply,
     ProgressHandler,
     RequestHandler,
     UpstreamError,
@@ -328,11 +329,10 @@ class RemoteServer(ServerLists):
         if pending is None or pending.future.done():
             return
         if "error" in message:
-            error = message["error"] if isinstance(message["error"], dict) else {}
-            text = str(error.get("message", "unknown error"))
-            if text == SESSION_GONE:
+            reply = ErrorReply.of(message["error"])
+            if reply.message == SESSION_GONE:
                 self._close.set()  # the remote ended our session: the next call opens a new one
-            pending.future.set_exception(UpstreamError(text, int(error.get("code", INTERNAL_ERROR)), error.get("data")))
+            pending.future.set_exception(reply)
         else:
             result = message.get("result")
             pending.future.set_result(result if isinstance(result, dict) else {})
