@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.catalog import parse_entry  # noqa: E402
-from gateway.server_config import ServerSettings  # noqa: E402
+from gateway.catalog.config import ServerSettings  # noqa: E402
+from gateway.catalog.entries import parse_entry  # noqa: E402
 from gateway.upstream.runtimes import Runtimes  # noqa: E402
 from gateway.upstream.server import UpstreamServer  # noqa: E402
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from gateway.catalog import Catalog
-from gateway.pull import is_pulled, pull
+from gateway.catalog.entries import Catalog
+from gateway.catalog.pull import is_pulled, pull
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("MCP_GATEWAY_TEST_SERVERS") or REPO_ROOT / ".cache" / "test-servers")

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from gateway.audit import AuditLog, format_time
-from gateway.hub import CallRecord
+from gateway.core.gateway import CallRecord
+from gateway.features.audit import AuditLog, format_time
 from tests.support import RunningGateway, fixture_entry
 
 Factory = Callable[..., RunningGateway]

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from gateway.auth import AuthError, TokenService
+from gateway.core.auth import AuthError, TokenService
 from tests.support import RunningGateway, fixture_entry
 
 CATALOG = {"fix": fixture_entry("--name", "fix"), "other": fixture_entry("--name", "other")}

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from gateway.catalog import BUILTIN_CATALOG_DIR, NAME_PATTERN, Catalog, load_file, to_camel
-from gateway.server_config import settings_for
+from gateway.catalog.config import settings_for
+from gateway.catalog.entries import BUILTIN_CATALOG_DIR, NAME_PATTERN, Catalog, load_file, to_camel
 from gateway.upstream.launch import CONFIG_REF, SECRET_REF
 
 BUILTIN = {

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gateway.auth import JWKS_COOLDOWN
+from gateway.core.auth import JWKS_COOLDOWN
 from tests.support import RunningGateway, fixture_entry
 
 ISSUER = "https://issuer.example.test"

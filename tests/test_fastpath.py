@@ -1,4 +1,4 @@
-"""The fast path (gateway/fastpath.py): the same answers as the SDK path, and it steps aside when it must.
+"""The fast path (gateway/downstream/fastpath.py): the same answers as the SDK path, and it steps aside when it must.
 
 A session whose client declared ``sampling`` always takes the SDK path (the upstream could ask it
 something back), so the same call made on a plain session (fast path: ``application/json``) and on
@@ -20,11 +20,11 @@ import pytest
 from mcp_types import JSONRPCResponse
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from gateway.auth import TokenService
-from gateway.datadir import DataDir
-from gateway.fastpath import plain_result, sdk_result
-from gateway.sandboxes import Sandbox, SandboxStore
-from gateway.server_config import ServerSettings
+from gateway.catalog.config import ServerSettings
+from gateway.core.auth import TokenService
+from gateway.downstream.fastpath import plain_result, sdk_result
+from gateway.store.datadir import DataDir
+from gateway.store.sandboxes import Sandbox, SandboxStore
 from tests.support import RunningGateway, fixture_entry, start_gateway
 
 CATALOG = {"fix": fixture_entry("--name", "fix")}
@@ -227,7 +227,7 @@ async def test_other_requests_take_the_sdk_path(gateway: RunningGateway, http: h
     answer = await fast.request(read)
     assert answer.content_type == SSE
     assert answer.reply()["error"]["code"] < 0
-    # The session is the SDK's from now on (gateway/sessions.py): its lists come from the SDK too.
+    # The session is the SDK's from now on (gateway/downstream/sessions.py): its lists come from the SDK too.
     listed = await fast.request({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
     assert listed.content_type == SSE
     assert "fix__echo" in {t["name"] for t in listed.reply()["result"]["tools"]}

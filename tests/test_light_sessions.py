@@ -1,4 +1,4 @@
-"""Light sessions (gateway/sessions.py, gateway/light.py): the SDK's answers without the SDK's session.
+"""Light sessions (gateway/downstream/sessions.py, light.py): the SDK's answers without the SDK's session.
 
 A session opens light; the light path answers ``initialize``, notifications, ``ping`` and the four
 lists itself. Anything else hands the session to the SDK under the same id (its ``initialize``
@@ -17,10 +17,10 @@ import httpx
 import orjson
 import pytest
 
-from gateway.auth import TokenService
-from gateway.datadir import DataDir
-from gateway.sandboxes import Sandbox, SandboxStore
-from gateway.server_config import ServerSettings
+from gateway.catalog.config import ServerSettings
+from gateway.core.auth import TokenService
+from gateway.store.datadir import DataDir
+from gateway.store.sandboxes import Sandbox, SandboxStore
 from tests.support import RunningGateway, fixture_entry, start_gateway
 from tests.test_fastpath import JSON, SSE, RawSession
 

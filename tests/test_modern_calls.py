@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import TokenService
-from gateway.datadir import DataDir
+from gateway.core.auth import TokenService
+from gateway.store.datadir import DataDir
 from tests.support import RunningGateway, fixture_entry, start_gateway
 
 CATALOG = {"fix": fixture_entry("--name", "fix", "--routed-tool")}

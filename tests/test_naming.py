@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.naming import exposed_name
+from gateway.core.naming import exposed_name
 
 VALID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 

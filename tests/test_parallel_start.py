@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 import gateway.upstream.server as server_module
-from gateway.redact import NO_REDACTION
-from gateway.router import SandboxRouter
+from gateway.core.router import SandboxRouter
+from gateway.features.redaction import NO_REDACTION
 from gateway.upstream.launch import LaunchSpec, attach, spawn
 from gateway.upstream.server import ServerLimits, UpstreamServer
 from tests.support import FIXTURE_SERVER, RunningGateway

@@ -20,8 +20,8 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from gateway.catalog import Catalog, CatalogEntry, CatalogError, parse_entry
-from gateway.pull import (
+from gateway.catalog.entries import Catalog, CatalogEntry, CatalogError, parse_entry
+from gateway.catalog.pull import (
     MARKER,
     REPO_ROOT,
     PullError,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from gateway.sandboxes import Sandbox, SandboxStore
-from gateway.server_config import ServerSettings
+from gateway.catalog.config import ServerSettings
+from gateway.store.sandboxes import Sandbox, SandboxStore
 
 SECRET = "sealed-secret-value-4411"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.catalog import Catalog, CatalogError
-from gateway.server_config import parse_mcp_config
+from gateway.catalog.config import parse_mcp_config
+from gateway.catalog.entries import Catalog, CatalogError
 
 CATALOG = Catalog.load()
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from gateway.integrity import ToolLedger, definition_hash
+from gateway.features.pinning import ToolLedger, definition_hash
 from tests.support import RunningGateway, fixture_entry
 
 CATALOG = {"fix": fixture_entry("--name", "fix")}

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import TokenService
-from gateway.datadir import DataDir
-from gateway.sandboxes import Sandbox, SandboxStore
-from gateway.server_config import ServerSettings
+from gateway.catalog.config import ServerSettings
+from gateway.core.auth import TokenService
+from gateway.store.datadir import DataDir
+from gateway.store.sandboxes import Sandbox, SandboxStore
 from tests.support import RunningGateway, fixture_entry, start_gateway
 
 CATALOG = {"fix": fixture_entry("--name", "fix")}

@@ -16,9 +16,9 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway.datadir import DataDir
-from gateway.sandboxes import Sandbox, SandboxStore
-from gateway.server_config import ServerSettings
+from gateway.catalog.config import ServerSettings
+from gateway.store.datadir import DataDir
+from gateway.store.sandboxes import Sandbox, SandboxStore
 from tests.support import REPO, RunningGateway, pid_alive, process_tree
 
 

@@ -26,9 +26,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types import jsonrpc_message_adapter
 
-from gateway.catalog import CatalogEntry
-from gateway.redact import NO_REDACTION, Redactor
-from gateway.server_config import ServerSettings
+from gateway.catalog.config import ServerSettings
+from gateway.catalog.entries import CatalogEntry
+from gateway.features.redaction import NO_REDACTION, Redactor
 from gateway.upstream.connection import (
     INTERNAL_ERROR,
     METHOD_NOT_FOUND,

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.catalog import CatalogEntry, CatalogError
-from gateway.server_config import ServerSettings
+from gateway.catalog.config import ServerSettings
+from gateway.catalog.entries import CatalogEntry, CatalogError
 from gateway.upstream.connection import SERVER_UNAVAILABLE, UpstreamError
 from gateway.upstream.launch import LaunchSpec, fill_config, host_launch, secret_environment, server_environment
 

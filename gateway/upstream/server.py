@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.redact import NO_REDACTION, Redactor
+from gateway.features.redaction import NO_REDACTION, Redactor
 from gateway.upstream.connection import (
     SERVER_UNAVAILABLE,
     ProgressHandler,

@@ -1,0 +1,273 @@
+"""The command line: ``mcp-gateway serve | token | catalog | pull | sandbox | status | tools | call``.
+
+Every user error ends with one line on stderr naming the problem and what is valid, and a
+non-zero exit status; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from gateway import __version__
+from gateway.catalog.entries import Catalog, CatalogError
+from gateway.store.datadir import DataDir
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"mcp-gateway: {message} (see: {self.prog} --help)\n")
+
+
+def csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return number
+
+
+def port_number(value: str) -> int:
+    number = positive_int(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
+    return number
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="data directory (default $MCP_GATEWAY_HOME or ~/.mcp-gateway)")
+
+
+def add_catalog(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--catalog", action="append", default=[], metavar="FILE", help="catalog file laid over the built-in catalog"
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="mcp-gateway", description="An authenticated, sandbox-scoped MCP gateway.")
+    parser.add_argument("--version", action="version", version=f"mcp-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=port_number, default=8811)
+    add_data_dir(serve)
+    add_catalog(serve)
+    serve.add_argument("--servers", type=csv, default=[], help="servers of the default sandbox: a,b")
+    serve.add_argument("--config", help="E2B-style server config: JSON, @FILE or - (stdin)")
+    serve.add_argument("--public-url", help="the public MCP URL (token audience), default http://HOST:PORT/mcp")
+    serve.add_argument("--admin-key", help="admin key (default $MCP_GATEWAY_ADMIN_KEY or DATA_DIR/admin.key)")
+    serve.add_argument("--no-auth", action="store_true", help="serve /mcp without tokens (loopback only)")
+    serve.add_argument("--runtime", choices=["auto", "host", "bwrap", "container"], default="auto")
+    serve.add_argument("--container-engine", choices=["docker", "podman"])
+    serve.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN")
+    serve.add_argument("--no-redact", action="store_true", help="do not redact secret values in results")
+    serve.add_argument("--accept-tool-changes", action="store_true", help="accept changed tool definitions")
+    serve.add_argument("--issuer", default="mcp-gateway", help="expected token issuer")
+    keys = serve.add_mutually_exclusive_group()
+    keys.add_argument("--jwt-public-key", type=Path, metavar="FILE", help="verify tokens of an external issuer")
+    keys.add_argument("--jwks-url", metavar="URL", help="verify tokens of an external issuer by its JWKS")
+    serve.add_argument("--metrics-port", type=port_number)
+    serve.add_argument("--log-format", choices=["json", "text"], default="text")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    serve.add_argument("--discovery", choices=["auto", "on", "off"], default="auto")
+    serve.add_argument("--discovery-limit", type=positive_int, default=128)
+    serve.add_argument(
+        "--pin-tools",
+        type=csv,
+        metavar="GLOB,...",
+        help="tools always listed for the default sandbox, even with discovery",
+    )
+    serve.add_argument("--prestart", action="store_true", help="start the default sandbox's servers at once")
+    serve.add_argument(
+        "--max-concurrent-requests",
+        type=positive_int,
+        default=64,
+        help="in-flight MCP requests per sandbox before 429",
+    )
+    serve.add_argument(
+        "--max-sessions",
+        type=positive_int,
+        default=10_000,
+        help="open MCP sessions (all sandboxes) before a new one gets 503",
+    )
+    serve.add_argument(
+        "--idle-timeout", type=float, default=900.0, help="seconds without requests before a sandbox's servers stop"
+    )
+    serve.add_argument("--call-timeout", type=float, default=300.0, help="seconds an upstream call may take")
+    serve.add_argument("--grace-period", type=float, default=10.0, help="seconds to finish calls on shutdown")
+
+    token = commands.add_parser("token", help="print a sandbox token")
+    add_data_dir(token)
+    token.add_argument("--sandbox", default="default")
+    token.add_argument("--ttl", type=positive_int, default=24 * 3600, help="lifetime in seconds")
+    token.add_argument("--servers", type=csv, help="narrow the token to these servers")
+    token.add_argument("--tools", type=csv, help="narrow the token to tool names matching these globs")
+    token.add_argument("--public-url", help=argparse.SUPPRESS)
+
+    catalog = commands.add_parser("catalog", help="list or show catalog entries")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", metavar="list|show", parser_class=Parser)
+    catalog_commands.required = True
+    listing = catalog_commands.add_parser("list")
+    add_catalog(listing)
+    add_data_dir(listing)
+    listing.add_argument("--json", action="store_true")
+    show = catalog_commands.add_parser("show")
+    show.add_argument("name")
+    add_catalog(show)
+    add_data_dir(show)
+
+    pull = commands.add_parser("pull", help="install servers into the data dir")
+    pull.add_argument("names", nargs="+", metavar="NAME")
+    add_data_dir(pull)
+    add_catalog(pull)
+
+    for module in ("gateway.cli.remote", "gateway.cli.sandbox", "gateway.cli.doctor"):
+        with_module(module, lambda m: m.register(commands))
+    return parser
+
+
+def with_module(name: str, action: Callable[[Any], None]) -> None:
+    """Optional command groups live in their own modules."""
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return
+    action(module)
+
+
+def load_catalog(files: Sequence[str]) -> Catalog:
+    return Catalog.load([Path(f) for f in files])
+
+
+# -- token ---------------------------------------------------------------------------------
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from gateway.core.auth import TokenService
+    from gateway.store.sandboxes import DEFAULT_SANDBOX, SandboxStore
+
+    data = DataDir.open(args.data_dir)
+    audience = args.public_url or data.read_state().get("public_url") or "http://127.0.0.1:8811/mcp"
+    if args.sandbox != DEFAULT_SANDBOX:
+        store = SandboxStore(data.database, data.secrets_key())
+        try:
+            if store.get(args.sandbox) is None:
+                raise UserError(f"no sandbox {args.sandbox!r}; see: mcp-gateway sandbox list")
+        finally:
+            store.close()
+    tokens = TokenService(data.signing_key(), audience)
+    print(tokens.mint(args.sandbox, ttl=args.ttl, servers=args.servers, tools=args.tools))
+    return 0
+
+
+# -- catalog and pull ----------------------------------------------------------------------
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from gateway.catalog.pull import catalog_rows
+
+    catalog = load_catalog(args.catalog)
+    data = DataDir.open(args.data_dir)
+    if args.catalog_command == "show":
+        entry = catalog.get(catalog.resolve_name(args.name))
+        rows = [r for r in catalog_rows(catalog, data.path) if r["name"] == entry.name]
+        info = dict(rows[0]) if rows else {"name": entry.name}
+        info["description"] = entry.description
+        info["config"] = {k: dict(v) for k, v in entry.config_properties.items()}
+        info["command"] = list(entry.command)
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    rows = catalog_rows(catalog, data.path)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    width = max((len(r["name"]) for r in rows), default=4)
+    for row in rows:
+        pulled = "pulled" if row.get("pulled") else "-"
+        secrets = ", ".join(row.get("secrets") or [])
+        print(
+            f"{row['name']:<{width}}  {pulled:<6}  {row.get('title', '')}"
+            + (f"  (secrets: {secrets})" if secrets else "")
+        )
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from gateway.catalog.pull import pull
+
+    catalog = load_catalog(args.catalog)
+    data = DataDir.open(args.data_dir)
+    entries = [catalog.get(catalog.resolve_name(n)) for n in args.names]
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+
+    for entry in entries:
+        asyncio.run(pull(entry, data.path, report))
+    return 0
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.cli.serve import serve
+
+    return serve(args)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "token": cmd_token,
+    "catalog": cmd_catalog,
+    "pull": cmd_pull,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None) or COMMANDS[args.command]
+    try:
+        return handler(args)
+    except (UserError, CatalogError, ValueError) as exc:
+        print(f"mcp-gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:  # the reader went away (`mcp-gateway tools | head`): nothing to say
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")
+        return 0
+    except OSError as exc:
+        print(f"mcp-gateway: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        logging.shutdown()

@@ -1,0 +1,176 @@
+"""``mcp-gateway sandbox create | list | delete``: the admin API of a running gateway, from a shell.
+
+The gateway is found with ``--url`` or the data dir's ``gateway.json`` (what the last
+``serve`` used); the admin key is ``--admin-key``, ``$MCP_GATEWAY_ADMIN_KEY`` or the data dir's
+``admin.key``. Secrets go in with ``--config @FILE`` or ``--config -`` (standard input), never
+on the command line if other users share the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.catalog.config import read_config_argument
+from gateway.client import GatewayClient, GatewayError, Sandbox
+from gateway.store.datadir import DataDir, default_data_dir
+
+
+class SandboxCliError(ValueError):
+    """A problem the user can fix; the CLI prints it as one line and exits 1."""
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
+    return number
+
+
+def _connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="the gateway's base URL (default: from the data dir's gateway.json)")
+    parser.add_argument("--data-dir", help="data directory (default $MCP_GATEWAY_HOME or ~/.mcp-gateway)")
+    parser.add_argument("--admin-key", help="admin key (default $MCP_GATEWAY_ADMIN_KEY or DATA_DIR/admin.key)")
+
+
+def register(commands: Any) -> None:
+    sandbox = commands.add_parser("sandbox", help="create, list and delete sandboxes of a running gateway")
+    actions = sandbox.add_subparsers(dest="sandbox_command", metavar="create|list|delete", parser_class=type(sandbox))
+    actions.required = True
+
+    create = actions.add_parser("create", help="create a sandbox; prints its MCP URL and token")
+    create.add_argument("--config", required=True, help="E2B-style server config: JSON, @FILE or - (stdin)")
+    create.add_argument("--id", help="the sandbox id (default: generated)")
+    create.add_argument("--ttl", type=_positive_seconds, metavar="SECONDS", help="delete the sandbox after this long")
+    create.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    _connection_flags(create)
+    create.set_defaults(handler=cmd_create)
+
+    listing = actions.add_parser("list", help="list sandboxes (never a secret value)")
+    listing.add_argument("--json", action="store_true")
+    _connection_flags(listing)
+    listing.set_defaults(handler=cmd_list)
+
+    delete = actions.add_parser("delete", help="delete a sandbox: its servers stop, its secrets are erased")
+    delete.add_argument("id", metavar="ID")
+    _connection_flags(delete)
+    delete.set_defaults(handler=cmd_delete)
+
+
+# -- finding the gateway ---------------------------------------------------------------------
+
+
+def _data_dir(args: argparse.Namespace) -> DataDir:
+    """The data dir, without creating it (a client has no business making one)."""
+    path = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+    return DataDir(path=path.resolve())
+
+
+def base_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url).rstrip("/")
+    data = _data_dir(args)
+    public_url = data.read_state().get("public_url")
+    if not isinstance(public_url, str) or not public_url:
+        raise SandboxCliError(
+            f"no gateway found: {data.state_file} is missing (start one with: mcp-gateway serve, or pass --url)"
+        )
+    url = public_url.rstrip("/")
+    return url[: -len("/mcp")] if url.endswith("/mcp") else url
+
+
+def admin_key(args: argparse.Namespace) -> str:
+    if args.admin_key:
+        return str(args.admin_key)
+    env = os.environ.get("MCP_GATEWAY_ADMIN_KEY")
+    if env:
+        return env
+    path = _data_dir(args).path / "admin.key"
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        key = ""
+    if not key:
+        raise SandboxCliError(f"no admin key: pass --admin-key, set $MCP_GATEWAY_ADMIN_KEY, or create {path}")
+    return key
+
+
+def _client(args: argparse.Namespace) -> GatewayClient:
+    return GatewayClient(base_url(args), admin_key(args))
+
+
+def _fail(exc: GatewayError) -> SandboxCliError:
+    if exc.status == 0:
+        return SandboxCliError(f"{exc.message} (is the gateway running? start it with: mcp-gateway serve)")
+    return SandboxCliError(f"{exc.message} (HTTP {exc.status})")
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    config = read_config_argument(args.config)
+    try:
+        with _client(args) as client:
+            sandbox = client.create_sandbox(mcp=config, id=args.id, ttl=args.ttl)
+    except GatewayError as exc:
+        raise _fail(exc) from None
+    if args.json:
+        answer = {"id": sandbox.id, "mcp_url": sandbox.mcp_url, "mcp_token": sandbox.mcp_token}
+        answer["servers"] = sandbox.servers
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(f"Sandbox: {sandbox.id}")
+    print(f"Servers: {', '.join(sandbox.servers) or 'none'}")
+    print(f"MCP endpoint: {sandbox.mcp_url}")
+    print(f"Token: {sandbox.mcp_token}")
+    print(f"Ready: {sandbox.claude_command()}")
+    return 0
+
+
+def _row(sandbox: Sandbox) -> dict[str, Any]:
+    return {
+        "id": sandbox.id,
+        "servers": sandbox.servers,
+        "created_at": sandbox.created_at,
+        "expires_at": sandbox.expires_at,
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    try:
+        with _client(args) as client:
+            sandboxes = client.list_sandboxes()
+    except GatewayError as exc:
+        raise _fail(exc) from None
+    rows = [_row(s) for s in sandboxes]
+    if args.json:
+        print(json.dumps({"sandboxes": rows}, indent=2))
+        return 0
+    if not rows:
+        print("No sandboxes. Create one with: mcp-gateway sandbox create --config @FILE")
+        return 0
+    table = [("ID", "SERVERS", "CREATED", "EXPIRES")]
+    for r in rows:
+        table.append((r["id"], ",".join(r["servers"]) or "-", r["created_at"] or "-", r["expires_at"] or "never"))
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    try:
+        with _client(args) as client:
+            client.delete_sandbox(args.id)
+    except GatewayError as exc:
+        raise _fail(exc) from None
+    print(f"Deleted sandbox {args.id}", file=sys.stdout)
+    return 0

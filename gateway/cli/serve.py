@@ -1,0 +1,281 @@
+"""``mcp-gateway serve``: validate everything up front, then run the HTTP server until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from gateway.catalog.config import ServerSettings, parse_mcp_config, read_config_argument
+from gateway.catalog.entries import Catalog
+from gateway.core.auth import TokenService
+from gateway.core.gateway import Gateway
+from gateway.logs import configure_logging
+from gateway.settings import Settings
+from gateway.store.datadir import DataDir, write_private
+from gateway.store.sandboxes import DEFAULT_SANDBOX, Sandbox, SandboxStore
+from gateway.web.app import create_app, is_loopback_host
+
+logger = logging.getLogger("gateway")
+
+DEFAULT_TOKEN_TTL = 30 * 24 * 3600
+
+
+class ServeError(ValueError):
+    pass
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings(
+        host=args.host,
+        port=args.port,
+        public_url=args.public_url,
+        no_auth=args.no_auth,
+        admin_key=args.admin_key,
+        runtime=args.runtime,
+        container_engine=args.container_engine,
+        allow_origins=tuple(args.allow_origin),
+        redact=not args.no_redact,
+        accept_tool_changes=args.accept_tool_changes,
+        issuer=args.issuer,
+        jwt_public_key=args.jwt_public_key,
+        jwks_url=args.jwks_url,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        discovery=args.discovery,
+        discovery_limit=args.discovery_limit,
+        prestart=args.prestart,
+        call_timeout=args.call_timeout,
+        idle_timeout=args.idle_timeout,
+        max_inflight_per_sandbox=args.max_concurrent_requests,
+        max_sessions=args.max_sessions,
+        grace_period=args.grace_period,
+        catalog_files=tuple(Path(f) for f in args.catalog),
+    )
+
+
+def default_servers(catalog: Catalog, args: argparse.Namespace) -> dict[str, ServerSettings]:
+    config = read_config_argument(args.config) if args.config else None
+    return parse_mcp_config(catalog, config, args.servers)
+
+
+def ensure_pulled(catalog: Catalog, data: DataDir, names: list[str]) -> None:
+    """Servers named for the default sandbox are installed now, so the first call does not wait."""
+    from gateway.catalog.pull import is_pulled, pull
+
+    missing = [catalog.get(n) for n in names if not is_pulled(catalog.get(n), data.path)]
+    for entry in missing:
+        asyncio.run(pull(entry, data.path, lambda line: print(line, file=sys.stderr, flush=True)))
+
+
+def admin_key(settings: Settings, data: DataDir) -> str:
+    return settings.admin_key or os.environ.get("MCP_GATEWAY_ADMIN_KEY") or data.admin_key()
+
+
+def build_gateway(settings: Settings, data: DataDir, catalog: Catalog) -> Gateway:
+    store = SandboxStore(data.database, data.secrets_key())
+    tokens = TokenService(
+        data.signing_key(),
+        settings.mcp_url,
+        issuer=settings.issuer,
+        public_key_file=settings.jwt_public_key,
+        jwks_url=settings.jwks_url,
+        access_token=os.environ.get("GATEWAY_ACCESS_TOKEN"),
+    )
+    gateway = Gateway(settings, catalog, data, store, tokens)
+    gateway.admin_key = admin_key(settings, data)
+    return gateway
+
+
+# Feature modules: each may define ``install(gateway)`` (observers, services) and ``routes(gateway)``.
+FEATURES = (
+    "gateway.web.admin",
+    "gateway.web.status",
+    "gateway.web.observe",
+    "gateway.features.toolcache",
+    "gateway.features.discovery",
+    "gateway.features.pinning",
+    "gateway.features.lifecycle",
+)
+
+
+def install_features(gateway: Gateway) -> list[Any]:
+    """Let each feature module hook into the gateway; return the HTTP routes they add."""
+    routes: list[Any] = []
+    for module_name in FEATURES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        if hasattr(module, "install"):
+            module.install(gateway)
+        if hasattr(module, "routes"):
+            routes.extend(module.routes(gateway))
+    return routes
+
+
+# Of the grace period, this share (at most STOP_RESERVE_MAX seconds) is kept for stopping servers.
+STOP_RESERVE_SHARE = 0.25
+STOP_RESERVE_MAX = 2.5
+
+
+def call_grace(grace_period: float) -> float:
+    """The part of the grace period in-flight calls may use; the rest is for stopping servers."""
+    return max(0.0, grace_period - min(STOP_RESERVE_MAX, grace_period * STOP_RESERVE_SHARE))
+
+
+class GatewayUvicorn(uvicorn.Server):
+    """uvicorn, with a graceful shutdown that fits a gateway.
+
+    On SIGTERM/SIGINT uvicorn stops accepting connections, then waits for every open connection
+    to close. An MCP client's event stream (GET /mcp) never closes by itself, so that wait would
+    always last the whole grace period; here it lasts until no upstream-bound request (a tool
+    call, a prompt, a resource read) is in progress, or the grace period (less the time kept to
+    stop the servers) is over. The lifespan's shutdown then stops every server. A second SIGINT
+    still forces the exit. Unlike plain uvicorn, the caught signal is not raised again on the
+    way out: a graceful stop exits 0.
+
+    sse-starlette (the SDK's event streams) would end every stream, including the ones still
+    waiting for a call's answer, the moment the signal arrives; its automatic drain is turned
+    off and the streams are ended here once the calls are done.
+    """
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        _sse_drain(automatic=False)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+    def busy(self) -> bool:
+        from gateway.downstream.mcp_server import active_requests
+
+        upstream = sum(
+            server.connection.in_flight
+            for router in list(self.gateway.live_routers().values())
+            for server in router.servers.values()
+            if server.connection is not None and not server.connection.closed
+        )
+        return upstream > 0 or active_requests(self.gateway) > 0
+
+    def abort_calls(self) -> None:
+        for router in list(self.gateway.live_routers().values()):
+            for server in router.servers.values():
+                server.abort_calls("the gateway is shutting down (grace period over)")
+
+    async def _wait_tasks_to_complete(self) -> None:
+        """Wait for the calls in flight; when the grace for calls is over, fail them with a clear error.
+
+        The failed calls are answered (an error, not a cut stream) before the servers are stopped.
+        uvicorn's own timeout (a little longer) stays as the backstop.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + call_grace(self.gateway.settings.grace_period)
+        idle_polls = 0
+        if self.busy():
+            logger.info("shutting down: waiting for calls in progress to finish")
+        try:
+            while not self.force_exit and idle_polls < 2:  # idle twice in a row: answers are written
+                if loop.time() >= deadline:
+                    logger.warning("shutting down: grace period over, failing the calls still in progress")
+                    self.abort_calls()
+                    deadline = float("inf")
+                idle_polls = idle_polls + 1 if not self.busy() else 0
+                await asyncio.sleep(0.1)
+        finally:
+            _sse_drain(now=True)  # end the idle event streams (GET /mcp) too
+
+
+def _sse_drain(automatic: bool | None = None, now: bool = False) -> None:
+    try:
+        from sse_starlette.sse import AppStatus
+    except ImportError:  # pragma: no cover - the SDK depends on it
+        return
+    if automatic is False:
+        AppStatus.disable_automatic_graceful_drain()
+    if now:
+        AppStatus.should_exit = True
+        from gateway.downstream.light import end_streams
+
+        end_streams()  # and the light sessions' event streams (gateway/downstream/light.py)
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if settings.no_auth and not is_loopback_host(settings.host):
+        raise ServeError(f"--no-auth is only allowed on a loopback host (127.0.0.1, ::1), not {settings.host}")
+    configure_logging(settings.log_format, settings.log_level)
+    data = DataDir.open(args.data_dir)
+    catalog = Catalog.load(settings.catalog_files)
+    servers = default_servers(catalog, args)
+    ensure_pulled(catalog, data, sorted(servers))
+
+    gateway = build_gateway(settings, data, catalog)
+    previous = gateway.store.get(DEFAULT_SANDBOX)
+    created = previous.created_at if previous else time.time()
+    pinned = tuple(args.pin_tools or ())
+    gateway.store.put(
+        Sandbox(DEFAULT_SANDBOX, servers, created_at=created, discovery=settings.discovery, pinned=pinned)
+    )
+    data.write_state({"public_url": settings.mcp_url, "host": settings.host, "port": settings.port, "pid": os.getpid()})
+
+    token = None if gateway.tokens.external else gateway.tokens.mint(DEFAULT_SANDBOX, ttl=DEFAULT_TOKEN_TTL)
+    if token:
+        write_private(data.token_file, token + "\n")
+
+    out = sys.stdout
+    print(f"MCP endpoint: {settings.mcp_url}", file=out)
+    if servers:
+        print(f"Servers: {', '.join(sorted(servers))}", file=out)
+    else:
+        print("Servers: none yet. Add some with --servers time,everything or --config @FILE", file=out)
+    if settings.no_auth:
+        print("WARNING: --no-auth: anyone who can reach this port acts as the default sandbox", file=out)
+        print(f"Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url}", file=out)
+    elif token:
+        print(f"Token written to {data.token_file}", file=out)
+        header = f'--header "Authorization: Bearer {token}"'
+        print(f"Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url} {header}", file=out)
+    out.flush()
+
+    app = create_app(gateway, install_features(gateway))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        # a backstop only (GatewayUvicorn answers calls past the grace itself); a float is fine here
+        timeout_graceful_shutdown=call_grace(settings.grace_period) + 1.0,  # type: ignore[arg-type]
+        lifespan="on",
+        loop="auto",
+        http="auto",
+        ws="none",
+    )
+    server = GatewayUvicorn(config, gateway)
+    try:
+        server.run()
+    finally:
+        gateway.store.close()
+    if not server.started:
+        raise ServeError(f"could not serve on {settings.host}:{settings.port} (is the port in use?)")
+    return 0

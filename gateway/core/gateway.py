@@ -1,0 +1,404 @@
+"""The running gateway: its catalog, sandbox store, tokens and the live routers of its sandboxes.
+
+Everything the HTTP layer needs goes through one :class:`Gateway`. A sandbox's router (and
+with it its server processes) is built on first use from the store and torn down when the
+sandbox is deleted, expires or the gateway stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from mcp.shared.exceptions import MCPError
+
+from gateway.catalog.config import ServerSettings, parse_mcp_config
+from gateway.catalog.entries import Catalog, CatalogEntry, CatalogError
+from gateway.core.auth import AuthError, Principal, TokenService
+from gateway.core.router import Downstream, SandboxRouter
+from gateway.features.redaction import NO_REDACTION, Redactor
+from gateway.settings import Settings
+from gateway.store.datadir import DataDir
+from gateway.store.sandboxes import DEFAULT_SANDBOX, Sandbox, SandboxStore, check_sandbox_id, new_sandbox_id
+from gateway.upstream.connection import INVALID_PARAMS, UpstreamError
+from gateway.upstream.launch import LaunchSpec
+from gateway.upstream.server import ServerLimits, UpstreamServer
+
+logger = logging.getLogger("gateway")
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _repo_relative(arg: str) -> str:
+    """A relative path argument (``tests/fixtures/x.py``) names a file of the gateway's own tree."""
+    if "/" in arg and not arg.startswith(("/", "-")) and len(arg) < 4096:
+        try:
+            if (REPO_ROOT / arg).exists():
+                return str(REPO_ROOT / arg)
+        except OSError:  # not a path after all (a long script, a URL, ...)
+            pass
+    return arg
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One tools/call as observers (metrics, audit) see it: names and sizes, never values."""
+
+    time: float
+    sandbox: str
+    session: str | None
+    tool: str
+    args: list[str]
+    server: str | None = None
+    outcome: str = "ok"  # ok, tool_error, error, unknown_tool, cancelled
+    error: str | None = None
+    duration_ms: float = 0.0
+    result_bytes: int = 0
+    upstream_ms: float | None = None  # time in the upstream call itself; None when it never got there
+
+
+class Service(Protocol):
+    """Something that runs alongside the gateway (a reaper, a metrics listener)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Gateway:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, data: DataDir, store: SandboxStore, tokens: TokenService
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.data = data
+        self.store = store
+        self.tokens = tokens
+        self.started_at = time.time()
+        self._routers: dict[str, SandboxRouter] = {}
+        self._connections: dict[str, weakref.WeakSet[Any]] = {}
+        self._last_used: dict[str, float] = {}
+        self._expires: dict[str, float | None] = {}  # live routers' sandbox expiry
+        self._background: set[asyncio.Task[Any]] = set()
+        self.default_sandbox = DEFAULT_SANDBOX
+        self.admin_key = ""
+        self.observers: list[Callable[[CallRecord], None]] = []
+        self.services: list[Service] = []
+        # (sandbox, server, kind, definition) -> offer it? Set by the integrity feature.
+        self.tool_admission: Callable[[str, str, str, dict[str, Any]], bool] | None = None
+
+    # -- sandboxes -----------------------------------------------------------------------
+
+    def sandbox(self, sandbox_id: str) -> Sandbox | None:
+        sandbox = self.store.get(sandbox_id)
+        if sandbox is None or sandbox.expired:
+            return None
+        return sandbox
+
+    def authenticate(self, token: str) -> Principal:
+        """Verify a sandbox token and that its sandbox still exists."""
+        principal = self.tokens.verify(token)
+        self.check_sandbox(principal)
+        return principal
+
+    def check_sandbox(self, principal: Principal) -> None:
+        """Raise :class:`AuthError` unless the principal's sandbox still exists (checked on every request)."""
+        if principal.sandbox in self._routers:
+            expires_at = self._expires.get(principal.sandbox)
+            if expires_at is not None and time.time() >= expires_at:
+                raise AuthError("the token's sandbox has expired")
+        elif self.sandbox(principal.sandbox) is None:
+            raise AuthError("the token's sandbox does not exist (deleted or expired)")
+
+    def create_sandbox(
+        self,
+        mcp: Any,
+        sandbox_id: str | None = None,
+        ttl: float | None = None,
+        discovery: str | None = None,
+        pinned: list[str] | None = None,
+    ) -> Sandbox:
+        """Validate an E2B-style ``mcp`` config against the catalog and store a new sandbox.
+
+        Raises :class:`CatalogError` (bad config) or :class:`SandboxError` (bad or taken id).
+        """
+        servers = parse_mcp_config(self.catalog, mcp)
+        sandbox_id = check_sandbox_id(sandbox_id) if sandbox_id is not None else new_sandbox_id()
+        existing = self.store.get(sandbox_id)
+        if existing is not None and existing.expired:
+            self.store.delete(sandbox_id)  # the reaper has not got to it yet
+        now = time.time()
+        sandbox = Sandbox(
+            sandbox_id,
+            servers,
+            created_at=now,
+            expires_at=now + ttl if ttl else None,
+            discovery=discovery or self.settings.discovery,
+            pinned=tuple(pinned or ()),
+        )
+        self.store.create(sandbox)
+        return sandbox
+
+    def router(self, sandbox_id: str) -> SandboxRouter:
+        self._last_used[sandbox_id] = time.monotonic()
+        router = self._routers.get(sandbox_id)
+        if router is not None:
+            return router
+        sandbox = self.sandbox(sandbox_id)
+        if sandbox is None:
+            raise MCPError(INVALID_PARAMS, "this sandbox no longer exists")
+        router = self._build_router(sandbox)
+        self._routers[sandbox_id] = router
+        self._expires[sandbox_id] = sandbox.expires_at
+        return router
+
+    def _build_router(self, sandbox: Sandbox) -> SandboxRouter:
+        redactor = Redactor(sandbox.secret_values()) if self.settings.redact else NO_REDACTION
+        servers: dict[str, UpstreamServer] = {}
+        prefixes: dict[str, str] = {}
+        router_ref: list[SandboxRouter] = []
+
+        async def list_changed(server: UpstreamServer, kind: str) -> None:
+            if router_ref:
+                await router_ref[0].server_lists_changed(server, kind)
+
+        async def server_notification(server: UpstreamServer, method: str, params: dict[str, Any]) -> None:
+            if router_ref:
+                await router_ref[0].server_notification(server, method, params)
+
+        for name, server_settings in sandbox.servers.items():
+            try:
+                entry = self.catalog.get(name)
+            except CatalogError:
+                logger.warning("sandbox %s enables %s, which is no longer in the catalog", sandbox.id, name)
+                continue
+            prefixes[name] = entry.tool_prefix
+            if entry.remote is not None:  # reached over HTTP, not spawned
+                from gateway.upstream.remote import RemoteServer
+
+                servers[name] = RemoteServer(  # type: ignore[assignment]
+                    name, sandbox.id, entry, server_settings, self._limits(entry), redactor, list_changed
+                )
+                continue
+            servers[name] = UpstreamServer(
+                name=name,
+                sandbox=sandbox.id,
+                launcher=self._launcher(entry, server_settings, sandbox.id),
+                log_file=self.data.logs_dir / sandbox.id / f"{name}.log",
+                limits=self._limits(entry),
+                redactor=redactor,
+                on_list_changed=list_changed,
+                on_notification=server_notification,
+            )
+
+        async def notify_sessions(kind: str) -> None:
+            await self.notify_list_changed(sandbox.id, kind)
+
+        router = SandboxRouter(sandbox.id, servers, prefixes, redactor, on_list_changed=notify_sessions)
+        if self.tool_admission is not None:
+            admission = self.tool_admission
+            router.admit = lambda server, kind, definition: admission(sandbox.id, server, kind, definition)
+        router_ref.append(router)
+        return router
+
+    def _limits(self, entry: CatalogEntry) -> ServerLimits:
+        limits = entry.limits
+        return ServerLimits(
+            start_timeout=float(limits.get("start_timeout", self.settings.start_timeout)),
+            call_timeout=float(limits.get("call_timeout", self.settings.call_timeout)),
+        )
+
+    def _launcher(self, entry: CatalogEntry, server_settings: ServerSettings, sandbox_id: str) -> Any:
+        async def launch() -> LaunchSpec:
+            from gateway.catalog.pull import resolve_command
+            from gateway.upstream.runtimes import runtimes_for
+
+            def command() -> list[str]:  # raises CatalogError (not pulled, no command)
+                argv = resolve_command(entry, self.data.path)
+                return [argv[0], *(_repo_relative(arg) for arg in argv[1:])]
+
+            home = self.data.path / "home" / sandbox_id / entry.name
+            runtimes = runtimes_for(self.settings.runtime, self.settings.container_engine, self.data.path)
+            return await runtimes.launch(entry, server_settings, sandbox_id, home, command)
+
+        return launch
+
+    async def drop_router(self, sandbox_id: str) -> None:
+        router = self._routers.pop(sandbox_id, None)
+        self._connections.pop(sandbox_id, None)
+        self._expires.pop(sandbox_id, None)
+        self._last_used.pop(sandbox_id, None)
+        if router is not None:
+            await router.stop()
+
+    async def delete_sandbox(self, sandbox_id: str) -> bool:
+        """Erase the sandbox first (so no request can rebuild its router), then stop its servers."""
+        deleted = self.store.delete(sandbox_id)
+        await self.drop_router(sandbox_id)
+        home = self.data.path / "home" / sandbox_id
+        if home.is_dir():
+            await asyncio.to_thread(shutil.rmtree, home, True)
+        return deleted
+
+    def last_used(self, sandbox_id: str) -> float | None:
+        """When (``time.monotonic()``) a request last reached the sandbox's router."""
+        return self._last_used.get(sandbox_id)
+
+    def live_routers(self) -> Mapping[str, SandboxRouter]:
+        return self._routers
+
+    def open_sessions(self) -> dict[str, int]:
+        """MCP sessions per sandbox that are still connected (those that listed or called something)."""
+        return {sandbox: len(conns) for sandbox, conns in list(self._connections.items()) if len(conns)}
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def track_connection(self, sandbox_id: str, connection: Any) -> None:
+        self._connections.setdefault(sandbox_id, weakref.WeakSet()).add(connection)
+
+    def untrack_connection(self, connection: Any) -> None:
+        """A session ended, or a light session was handed to the SDK (whose connection stands for it now)."""
+        for connections in list(self._connections.values()):
+            connections.discard(connection)
+
+    async def notify_list_changed(self, sandbox_id: str, kind: str) -> None:
+        """Tell every connected session of the sandbox that a list changed."""
+        for connection in list(self._connections.get(sandbox_id, ())):
+            try:
+                if kind == "tools":
+                    await connection.send_tool_list_changed()
+                elif kind == "prompts":
+                    await connection.send_prompt_list_changed()
+                else:
+                    await connection.send_resource_list_changed()
+            except Exception:
+                logger.debug("could not notify a session of sandbox %s", sandbox_id, exc_info=True)
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def visible_tools(self, principal: Principal, router: SandboxRouter, connection: Any) -> list[dict[str, Any]]:
+        """tools/list: answered from the tool record (toolcache.py), narrowed per session by discovery.py."""
+        from gateway.features import discovery, toolcache
+
+        tools = await toolcache.list_tools(self, principal, router)
+        return await discovery.session_tools(self, principal, router, connection, tools)
+
+    async def call_tool(
+        self,
+        principal: Principal,
+        router: SandboxRouter,
+        name: str,
+        arguments: dict[str, Any] | None,
+        meta: dict[str, Any] | None,
+        downstream: Downstream,
+        session_id: str | None = None,
+        encode: Callable[[dict[str, Any]], bytes | None] | None = None,
+    ) -> dict[str, Any]:
+        """Route one tools/call and tell the observers about it.
+
+        ``encode`` (the fast path's result encoder) turns the result into the bytes the client will
+        get; when given, the observers' ``result_bytes`` is measured on those bytes instead of
+        serialising the result a second time just to count it.
+        """
+        if name.startswith("gateway__"):  # discovery's own tools (gateway/features/discovery.py)
+            from gateway.features import discovery
+
+            connections = self._connections.get(principal.sandbox, ())
+            connection = next((c for c in connections if session_id and c.session_id == session_id), None)
+            handled = await discovery.call_tool(self, principal, router, name, arguments, connection)
+            if handled is not None:
+                return handled
+        started = time.perf_counter()
+        record = CallRecord(
+            time=time.time(),
+            sandbox=principal.sandbox,
+            session=session_id,
+            tool=name,
+            args=sorted(arguments) if isinstance(arguments, dict) else [],
+        )
+        upstream_started: float | None = None
+        try:
+            # Resolving may start servers: that is gateway time, the call after it upstream time.
+            await router.resolve_tool(principal, name)
+            upstream_started = time.perf_counter()
+            result = await router.call_tool(principal, name, arguments, meta, downstream)
+        except UpstreamError as exc:
+            record.outcome = "unknown_tool" if exc.code == INVALID_PARAMS else "error"
+            record.error = type(exc).__name__ if exc.code != INVALID_PARAMS else "UnknownTool"
+            raise
+        except BaseException as exc:
+            record.outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+            record.error = type(exc).__name__
+            raise
+        else:
+            record.outcome = "tool_error" if result.get("isError") else "ok"
+            if self.observers:
+                encoded = encode(result) if encode is not None else None
+                record.result_bytes = len(encoded) if encoded is not None else len(orjson.dumps(result))
+            return result
+        finally:
+            finished = time.perf_counter()
+            record.duration_ms = (finished - started) * 1000
+            if upstream_started is not None:
+                record.upstream_ms = (finished - upstream_started) * 1000
+            route = router.tool_routes().get(name)
+            record.server = route.server if route else None
+            for observer in self.observers:
+                try:
+                    observer(record)
+                except Exception:
+                    logger.exception("a call observer failed")
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Called once the HTTP server is up. With ``--prestart`` the default sandbox starts now."""
+        for service in self.services:
+            await service.start()
+        if self.settings.prestart and self.sandbox(self.default_sandbox) is not None:
+            self.spawn(self.start_sandbox(self.default_sandbox))
+        self.spawn(self._report_runtime())
+
+    async def _report_runtime(self) -> None:
+        """Say once where servers without an image will run. Only bwrap is probed (a ~10 ms child,
+        and none with ``--runtime host``); container engines are probed when an image is first needed."""
+        from gateway.upstream.runtimes import runtimes_for
+
+        try:
+            runtimes = runtimes_for(self.settings.runtime, self.settings.container_engine, self.data.path)
+            runtime, why = await runtimes.default_runtime()
+            line = f"Runtime: {runtime} ({why})"
+        except Exception as exc:
+            line = f"Runtime: could not probe ({exc})"
+        print(line, flush=True)
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def start_sandbox(self, sandbox_id: str) -> None:
+        router = self.router(sandbox_id)
+        await router.ensure_started(router.servers.values())
+
+    async def aclose(self) -> None:
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:
+                logger.exception("stopping a service failed")
+        for task in list(self._background):
+            task.cancel()
+        routers = list(self._routers.values())
+        self._routers.clear()
+        await asyncio.gather(*(r.stop() for r in routers), return_exceptions=True)

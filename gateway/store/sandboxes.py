@@ -1,0 +1,165 @@
+"""The sandbox registry and its store: SQLite in the data dir, secrets encrypted at rest.
+
+A sandbox is an id, its enabled servers (with their config and secrets), its creation time
+and an optional expiry. Secret values are sealed with Fernet (the data dir's ``secrets.key``
+or ``MCP_GATEWAY_SECRETS_KEY``) and only ever opened in memory to start a server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets as pysecrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from gateway.catalog.config import ServerSettings
+
+SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEFAULT_SANDBOX = "default"
+
+
+class SandboxError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    id: str
+    servers: dict[str, ServerSettings]
+    created_at: float = field(default_factory=time.time)
+    expires_at: float | None = None
+    discovery: str = "auto"
+    pinned: tuple[str, ...] = ()  # tool-name globs always listed, even with discovery on
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.time() >= self.expires_at
+
+    def public(self) -> dict[str, Any]:
+        """What the admin API shows: never a secret value."""
+        return {
+            "id": self.id,
+            "servers": sorted(self.servers),
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at) if self.expires_at else None,
+            "discovery": self.discovery,
+            "pinned": list(self.pinned),
+        }
+
+    def secret_values(self) -> dict[str, str]:
+        """secret name -> value, over all the sandbox's servers (for redaction)."""
+        return {name: value for s in self.servers.values() for name, value in s.secrets.items()}
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def new_sandbox_id() -> str:
+    return "sbx_" + pysecrets.token_hex(8)
+
+
+def check_sandbox_id(value: str) -> str:
+    if not isinstance(value, str) or not SANDBOX_ID.match(value):
+        raise SandboxError("a sandbox id is 1-64 characters of letters, digits, '_', '.' and '-'")
+    return value
+
+
+class SandboxStore:
+    """SQLite-backed, safe to use from the event loop (short, serialized transactions)."""
+
+    def __init__(self, path: Path, secrets_key: str) -> None:
+        self.path = path
+        self._fernet = Fernet(secrets_key.encode() if isinstance(secrets_key, str) else secrets_key)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, servers TEXT NOT NULL,"
+            " sealed BLOB NOT NULL, created_at REAL NOT NULL, expires_at REAL, discovery TEXT NOT NULL,"
+            " pinned TEXT NOT NULL DEFAULT '[]')"
+        )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sandboxes)")}
+        if "pinned" not in columns:  # a database from before pinned tools
+            self._db.execute("ALTER TABLE sandboxes ADD COLUMN pinned TEXT NOT NULL DEFAULT '[]'")
+        path.chmod(0o600)
+
+    def _seal(self, sandbox: Sandbox) -> bytes:
+        payload = {name: s.to_json() for name, s in sandbox.servers.items()}
+        return self._fernet.encrypt(json.dumps(payload).encode())
+
+    def _open(self, row: tuple[Any, ...]) -> Sandbox:
+        sandbox_id, _names, sealed, created, expires, discovery, pinned = row
+        try:
+            payload = json.loads(self._fernet.decrypt(sealed))
+        except InvalidToken:
+            raise SandboxError(
+                f"the secrets of sandbox {sandbox_id!r} cannot be decrypted: the secrets key has changed"
+            ) from None
+        servers = {name: ServerSettings.from_json(data) for name, data in payload.items()}
+        return Sandbox(sandbox_id, servers, created, expires, discovery, tuple(json.loads(pinned or "[]")))
+
+    def _row(self, sandbox: Sandbox) -> tuple[Any, ...]:
+        names = json.dumps(sorted(sandbox.servers))
+        pinned = json.dumps(list(sandbox.pinned))
+        return (
+            sandbox.id,
+            names,
+            self._seal(sandbox),
+            sandbox.created_at,
+            sandbox.expires_at,
+            sandbox.discovery,
+            pinned,
+        )
+
+    def put(self, sandbox: Sandbox) -> None:
+        """Store a sandbox, replacing one of the same id (``serve``'s default sandbox)."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(sandbox))
+
+    def create(self, sandbox: Sandbox) -> None:
+        """Store a new sandbox; an existing id is an error."""
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO sandboxes VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(sandbox))
+            except sqlite3.IntegrityError:
+                raise SandboxError(f"sandbox {sandbox.id!r} already exists") from None
+
+    def get(self, sandbox_id: str) -> Sandbox | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM sandboxes WHERE id = ?", (sandbox_id,)).fetchone()
+        return self._open(row) if row else None
+
+    def all(self) -> list[Sandbox]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM sandboxes ORDER BY created_at").fetchall()
+        return [self._open(row) for row in rows]
+
+    def expired_ids(self, now: float | None = None) -> list[str]:
+        """Ids of sandboxes whose expiry has passed (no secrets are opened)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM sandboxes WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def delete(self, sandbox_id: str) -> bool:
+        """Erase a sandbox and its secrets (the row is deleted and the file space reclaimed)."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+            if cursor.rowcount:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._db.execute("VACUUM")
+            return bool(cursor.rowcount)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
