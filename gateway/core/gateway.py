@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,6 +66,11 @@ class CallRecord:
     upstream_ms: float | None = None  # time in the upstream call itself; None when it never got there
 
 
+# A client-facing stream of a sandbox (a 2025 GET stream, a 2026 subscriptions/listen): it gets
+# every sandbox-wide notification as (method, params).
+Listener = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
 class Service(Protocol):
     """Something that runs alongside the gateway (a reaper, a metrics listener)."""
 
@@ -86,6 +91,7 @@ class Gateway:
         self.started_at = time.time()
         self._routers: dict[str, SandboxRouter] = {}
         self._connections: dict[str, weakref.WeakSet[Any]] = {}
+        self._listeners: dict[str, set[Listener]] = {}
         self._last_used: dict[str, float] = {}
         self._expires: dict[str, float | None] = {}  # live routers' sandbox expiry
         self._background: set[asyncio.Task[Any]] = set()
@@ -270,8 +276,28 @@ class Gateway:
         for connections in list(self._connections.values()):
             connections.discard(connection)
 
+    def listen(self, sandbox_id: str, listener: Listener) -> Callable[[], None]:
+        """Register a stream for the sandbox's notifications; returns the function that removes it."""
+        listeners = self._listeners.setdefault(sandbox_id, set())
+        listeners.add(listener)
+
+        def remove() -> None:
+            listeners.discard(listener)
+            if not listeners and self._listeners.get(sandbox_id) is listeners:
+                del self._listeners[sandbox_id]
+
+        return remove
+
+    async def notify_listeners(self, sandbox_id: str, method: str, params: dict[str, Any]) -> None:
+        for listener in list(self._listeners.get(sandbox_id, ())):
+            try:
+                await listener(method, params)
+            except Exception:
+                logger.debug("could not notify a stream of sandbox %s", sandbox_id, exc_info=True)
+
     async def notify_list_changed(self, sandbox_id: str, kind: str) -> None:
-        """Tell every connected session of the sandbox that a list changed."""
+        """Tell every connected session and stream of the sandbox that a list changed."""
+        await self.notify_listeners(sandbox_id, f"notifications/{kind}/list_changed", {})
         for connection in list(self._connections.get(sandbox_id, ())):
             try:
                 if kind == "tools":
