@@ -2,7 +2,7 @@
 
 Built-in entries live in the repository's ``catalog/*.yaml``; ``--catalog FILE`` overlays are
 laid over them, a later entry replacing an earlier one of the same name. The format follows
-Docker's MCP catalog (``registry: {name: {...}}``), see CONTRACT.md.
+Docker's MCP catalog (``registry: {name: {...}}``), see docs/reference.md.
 """
 
 from __future__ import annotations

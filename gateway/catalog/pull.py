@@ -262,7 +262,7 @@ async def _npm_install_in(entry: CatalogEntry, target: Path, step: str) -> int:
 
 
 def smoke_environment(home: Path) -> dict[str, str]:
-    """The minimal base every server gets (see CONTRACT.md): PATH, a private HOME, LANG."""
+    """The minimal base every server gets (see docs/reference.md): PATH, a private HOME, LANG."""
     (home / "tmp").mkdir(parents=True, exist_ok=True)
     return {
         "PATH": os.environ.get("PATH") or DEFAULT_PATH,
