@@ -56,14 +56,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.downstream import sessions
 from gateway.downstream.light import LightPath, plain_request, sse_start
-from gateway.downstream.mcp_server import (
-    LOG_LEVELS,
-    PRINCIPAL_SCOPE_KEY,
-    RELAYED_REQUESTS,
-    _Active,
-    log_message,
-    progress_message,
-)
+from gateway.downstream.mcp_server import PRINCIPAL_SCOPE_KEY, _Active
+from gateway.downstream.relay import LOG_LEVELS, RELAYED_REQUESTS, log_message, progress_message
 from gateway.downstream.sessions import LightSession, LightSessions
 from gateway.features.redaction import Redactor
 from gateway.upstream.connection import METHOD_NOT_FOUND, CallOrigin, UpstreamError, call_origin

@@ -31,7 +31,8 @@ from mcp_types import methods as _methods
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.downstream.mcp_server import PRINCIPAL_SCOPE_KEY, set_log_level
+from gateway.downstream.mcp_server import PRINCIPAL_SCOPE_KEY
+from gateway.downstream.relay import set_log_level
 from gateway.downstream.sessions import LightSession, LightSessions
 from gateway.features import toolcache
 

@@ -32,6 +32,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway import __version__
 from gateway.core.auth import Principal
+from gateway.downstream.relay import LOG_LEVELS, RELAYED_REQUESTS, log_message, progress_message, set_log_level
 from gateway.features.redaction import NO_REDACTION, Redactor
 from gateway.upstream.connection import (
     INTERNAL_ERROR,
@@ -67,13 +68,9 @@ class GatewayServer(Server[Any]):
         return super().create_initialization_options(options, *args, **kwargs)
 
 
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
-RELAYED_REQUESTS = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
 # A parked call (waiting for a 2026-era client to retry with input) is cancelled after this long.
 INPUT_WAIT_SECONDS = 600.0
 
-# logging/setLevel per client connection (handshake era); absent means every level.
-_log_levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 # Requests being served that go upstream (tools/call, prompts/get, resources/read), per gateway:
 # a graceful shutdown waits for these, not for idle event streams.
 _active: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -94,42 +91,6 @@ class _Active:
 
     def __exit__(self, *exc: object) -> None:
         _active[self._gateway] = _active.get(self._gateway, 1) - 1
-
-
-def set_log_level(connection: Any, level: str) -> None:
-    """``logging/setLevel`` for a connection (or a light session standing in for one)."""
-    _log_levels[connection] = level
-
-
-def progress_message(params: dict[str, Any], token: Any, redactor: Redactor) -> dict[str, Any]:
-    """An upstream ``notifications/progress`` as the client gets it: its own token, a redacted message.
-
-    Shared by :class:`ClientCall` and the fast path (``gateway/downstream/fastpath.py``), so both relay alike.
-    """
-    forwarded = {k: v for k, v in params.items() if k in ("progress", "total", "message")}
-    if isinstance(forwarded.get("message"), str):
-        forwarded["message"] = redactor.text(forwarded["message"])
-    forwarded["progressToken"] = token
-    return forwarded
-
-
-def log_message(
-    params: dict[str, Any], connection: Any, allowed: frozenset[str] | set[str], redactor: Redactor
-) -> dict[str, Any] | None:
-    """What of an upstream ``notifications/message`` reaches the client (None: not wanted, dropped).
-
-    Shared by :class:`ClientCall` and the fast path (``gateway/downstream/fastpath.py``), so both relay alike.
-    """
-    level = params.get("level")
-    if level not in LOG_LEVELS or level not in allowed:
-        return None
-    minimum = _log_levels.get(connection)
-    if minimum is not None and LOG_LEVELS.index(level) < LOG_LEVELS.index(minimum):
-        return None
-    forwarded: dict[str, Any] = {"level": level, "data": redactor.value(params.get("data"))}
-    if isinstance(params.get("logger"), str):
-        forwarded["logger"] = params["logger"]
-    return forwarded
 
 
 class ClientCall:

@@ -1,0 +1,53 @@
+"""What an upstream sends back during a call, as the client that made the call gets it.
+
+Shared by every client-facing path (both protocol eras), so progress, log messages and relayed
+server requests look the same whichever path served the call.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from gateway.features.redaction import Redactor
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+# Server-to-client requests an upstream may send during a call -> the client capability they need.
+RELAYED_REQUESTS = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+
+# logging/setLevel per client connection (handshake era); absent means every level.
+_log_levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def set_log_level(connection: Any, level: str) -> None:
+    """``logging/setLevel`` for a connection (or a light session standing in for one)."""
+    _log_levels[connection] = level
+
+
+def progress_message(params: dict[str, Any], token: Any, redactor: Redactor) -> dict[str, Any]:
+    """An upstream ``notifications/progress`` as the client gets it: its own token, a redacted message."""
+    forwarded = {k: v for k, v in params.items() if k in ("progress", "total", "message")}
+    if isinstance(forwarded.get("message"), str):
+        forwarded["message"] = redactor.text(forwarded["message"])
+    forwarded["progressToken"] = token
+    return forwarded
+
+
+def log_message(
+    params: dict[str, Any], connection: Any, allowed: frozenset[str] | set[str], redactor: Redactor
+) -> dict[str, Any] | None:
+    """What of an upstream ``notifications/message`` reaches the client (None: not wanted, dropped).
+
+    ``allowed`` is the levels the request opted into (2026-07-28) or all of them; ``connection``'s
+    ``logging/setLevel`` minimum (handshake era) applies on top.
+    """
+    level = params.get("level")
+    if level not in LOG_LEVELS or level not in allowed:
+        return None
+    minimum = _log_levels.get(connection) if connection is not None else None
+    if minimum is not None and LOG_LEVELS.index(level) < LOG_LEVELS.index(minimum):
+        return None
+    forwarded: dict[str, Any] = {"level": level, "data": redactor.value(params.get("data"))}
+    if isinstance(params.get("logger"), str):
+        forwarded["logger"] = params["logger"]
+    return forwarded
