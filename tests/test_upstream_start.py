@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.upstream.connection import UpstreamError
+from gateway.upstream.errors import UpstreamError
 from gateway.upstream.launch import LaunchSpec
 from gateway.upstream.server import ServerLimits, UpstreamServer
 from tests.support import FIXTURE_SERVER, RunningGateway, fixture_entry, pid_alive

@@ -28,7 +28,7 @@ from gateway.features.redaction import NO_REDACTION, Redactor
 from gateway.settings import Settings
 from gateway.store.datadir import DataDir
 from gateway.store.sandboxes import DEFAULT_SANDBOX, Sandbox, SandboxStore, check_sandbox_id, new_sandbox_id
-from gateway.upstream.connection import INVALID_PARAMS, UpstreamError
+from gateway.upstream.errors import INVALID_PARAMS, UpstreamError
 from gateway.upstream.launch import LaunchSpec
 from gateway.upstream.server import ServerLimits, UpstreamServer
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from gateway.core.auth import Principal
 from gateway.core.naming import exposed_name
 from gateway.features.redaction import Redactor
-from gateway.upstream.connection import INVALID_PARAMS, ErrorReply, UpstreamError
+from gateway.upstream.errors import INVALID_PARAMS, ErrorReply, UpstreamError
 from gateway.upstream.server import UpstreamServer
 
 logger = logging.getLogger("gateway.router")

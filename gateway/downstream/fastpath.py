@@ -60,7 +60,8 @@ from gateway.downstream.mcp_server import PRINCIPAL_SCOPE_KEY, _Active
 from gateway.downstream.relay import LOG_LEVELS, RELAYED_REQUESTS, log_message, progress_message
 from gateway.downstream.sessions import LightSession, LightSessions
 from gateway.features.redaction import Redactor
-from gateway.upstream.connection import METHOD_NOT_FOUND, CallOrigin, UpstreamError, call_origin
+from gateway.upstream.errors import METHOD_NOT_FOUND, UpstreamError
+from gateway.upstream.peer import CallOrigin, call_origin
 
 if TYPE_CHECKING:
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager

@@ -34,14 +34,8 @@ from gateway import __version__
 from gateway.core.auth import Principal
 from gateway.downstream.relay import LOG_LEVELS, RELAYED_REQUESTS, log_message, progress_message, set_log_level
 from gateway.features.redaction import NO_REDACTION, Redactor
-from gateway.upstream.connection import (
-    INTERNAL_ERROR,
-    INVALID_PARAMS,
-    METHOD_NOT_FOUND,
-    CallOrigin,
-    UpstreamError,
-    call_origin,
-)
+from gateway.upstream.errors import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, UpstreamError
+from gateway.upstream.peer import CallOrigin, call_origin
 
 if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext

@@ -9,78 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from gateway.upstream.errors import (
+    AMBIGUOUS_CALLER,
+    INTERNAL_ERROR,
+    METHOD_NOT_FOUND,
+    REQUEST_TIMEOUT,
+    SERVER_UNAVAILABLE,
+    ConnectionClosed,
+    ErrorReply,
+    UpstreamError,
+)
+from gateway.upstream.peer import CallOrigin, NotificationHandler, ProgressHandler, RequestHandler, call_origin
 
 logger = logging.getLogger("gateway.upstream")
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 READ_CHUNK = 256 * 1024
 
-# JSON-RPC error codes the gateway itself answers with.
-INTERNAL_ERROR = -32603
-INVALID_PARAMS = -32602
-METHOD_NOT_FOUND = -32601
-REQUEST_TIMEOUT = -32001
-SERVER_UNAVAILABLE = -32002
-
-
-class UpstreamError(Exception):
-    """A call to an upstream server failed. The message names the server and is safe to show."""
-
-    def __init__(self, message: str, code: int = INTERNAL_ERROR, data: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.data = data
-
-
-class ConnectionClosed(UpstreamError):
-    pass
-
-
-class ErrorReply(UpstreamError):
-    """The server itself answered a request with a JSON-RPC error (its code, message and data kept)."""
-
-    @classmethod
-    def of(cls, error: Any) -> ErrorReply:
-        error = error if isinstance(error, dict) else {}
-        code = error.get("code")
-        return cls(
-            str(error.get("message", "unknown error")),
-            code if type(code) is int else INTERNAL_ERROR,
-            error.get("data"),
-        )
-
-
-NotificationHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
-RequestHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
-ProgressHandler = Callable[[dict[str, Any]], Awaitable[None]]
-LogHandler = Callable[[dict[str, Any]], Awaitable[None]]
-
-AMBIGUOUS_CALLER = -32603
-
-
-@dataclass(frozen=True, slots=True)
-class CallOrigin:
-    """Who made a call: the client session (``owner``) and where its log messages go.
-
-    The client-facing layer sets :data:`call_origin` around a call, so the layers in between
-    (router, server) need not pass it along. Over stdio a server-to-client request or a log
-    message does not say which request caused it; the gateway routes one only when every call
-    in flight on that server that could take it comes from the same client session.
-    """
-
-    owner: Hashable
-    on_log: LogHandler | None = None
-
-
-call_origin: contextvars.ContextVar[CallOrigin | None] = contextvars.ContextVar("call_origin", default=None)
 
 # How long a finished call waits for its progress and log messages to reach the client.
 DELIVERY_FLUSH_SECONDS = 5.0

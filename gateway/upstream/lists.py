@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.upstream.connection import UpstreamError
+from gateway.upstream.errors import UpstreamError
 
 logger = logging.getLogger("gateway.upstream")
 

@@ -29,18 +29,17 @@ from mcp_types import jsonrpc_message_adapter
 from gateway.catalog.config import ServerSettings
 from gateway.catalog.entries import CatalogEntry
 from gateway.features.redaction import NO_REDACTION, Redactor
-from gateway.upstream.connection import (
+from gateway.upstream.errors import (
     INTERNAL_ERROR,
     METHOD_NOT_FOUND,
     REQUEST_TIMEOUT,
     SERVER_UNAVAILABLE,
     ErrorReply,
-    ProgressHandler,
-    RequestHandler,
     UpstreamError,
 )
 from gateway.upstream.launch import fill_secrets, secret_environment
 from gateway.upstream.lists import ServerLists
+from gateway.upstream.peer import ProgressHandler, RequestHandler
 from gateway.upstream.server import CLIENT_PROTOCOL_VERSION, ServerLimits
 
 logger = logging.getLogger("gateway.upstream")

@@ -39,7 +39,7 @@ from typing import Any
 
 from gateway.catalog.config import ServerSettings
 from gateway.catalog.entries import CatalogEntry, CatalogError
-from gateway.upstream.connection import SERVER_UNAVAILABLE, UpstreamError
+from gateway.upstream.errors import SERVER_UNAVAILABLE, UpstreamError
 from gateway.upstream.launch import LaunchSpec, fill_config, host_launch, secret_environment, server_environment
 
 logger = logging.getLogger("gateway.runtimes")

@@ -21,15 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.features.redaction import NO_REDACTION, Redactor
-from gateway.upstream.connection import (
-    SERVER_UNAVAILABLE,
-    ProgressHandler,
-    RequestHandler,
-    StdioConnection,
-    UpstreamError,
-)
+from gateway.upstream.connection import StdioConnection
+from gateway.upstream.errors import SERVER_UNAVAILABLE, UpstreamError
 from gateway.upstream.launch import LaunchSpec, ServerProcess, attach, spawn
 from gateway.upstream.lists import ServerLists
+from gateway.upstream.peer import ProgressHandler, RequestHandler
 
 logger = logging.getLogger("gateway.upstream")
 
