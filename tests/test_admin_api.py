@@ -49,15 +49,15 @@ def test_create_answers_201_with_url_token_and_servers(gateway: RunningGateway, 
     assert set(body) == {"id", "mcp_url", "mcp_token", "servers"}
     assert body["mcp_url"] == gateway.url
     assert body["servers"] == ["canary", "plain"]
-    assert body["id"].startswith("sbx_")
+    assert body["id"].startswith("sbx-")
     assert mcp_status(gateway, body["mcp_token"]) == 200
 
 
 def test_create_with_an_id_uses_it_and_a_second_create_is_409(admin: httpx.Client) -> None:
-    first = admin.post("/admin/sandboxes", json={"id": "team-a.1", "mcp": {"plain": {}}})
-    assert first.status_code == 201 and first.json()["id"] == "team-a.1"
-    again = admin.post("/admin/sandboxes", json={"id": "team-a.1", "mcp": {"plain": {}}})
-    assert_error(again, 409, "team-a.1")
+    first = admin.post("/admin/sandboxes", json={"id": "team-a-1", "mcp": {"plain": {}}})
+    assert first.status_code == 201 and first.json()["id"] == "team-a-1"
+    again = admin.post("/admin/sandboxes", json={"id": "team-a-1", "mcp": {"plain": {}}})
+    assert_error(again, 409, "team-a-1")
 
 
 def test_creating_the_default_sandbox_id_is_409(admin: httpx.Client) -> None:
@@ -222,7 +222,7 @@ def test_missing_required_secret_is_400_and_names_it(admin: httpx.Client) -> Non
         ({"mcp": {}, "ttl": -5}, ["'ttl'"]),
         ({"mcp": {}, "ttl": 0}, ["'ttl'"]),
         ({"mcp": {}, "ttl": 1e30}, ["'ttl'"]),
-        ({"mcp": {}, "id": 7}, ["'id'"]),
+        ({"mcp": {}, "id": 7}, ["sandbox id"]),
         ({"mcp": {}, "id": "../etc"}, ["sandbox id"]),
         ({"mcp": {}, "id": ""}, ["sandbox id"]),
         ({"mcp": {}, "discovery": "sometimes"}, ["'discovery'", "auto"]),

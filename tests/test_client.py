@@ -28,7 +28,7 @@ def client(gateway: RunningGateway) -> Iterator[GatewayClient]:
 
 async def test_create_sandbox_gives_url_and_token_that_work(gateway: RunningGateway, client: GatewayClient) -> None:
     sandbox = client.create_sandbox(mcp={"canary": {"token": SECRET}})
-    assert sandbox.id.startswith("sbx_")
+    assert sandbox.id.startswith("sbx-")
     assert sandbox.mcp_url == gateway.url
     assert sandbox.servers == ["canary"]
     assert sandbox.mcp_token

@@ -40,3 +40,19 @@ def test_a_database_without_the_pinned_column_is_upgraded(tmp_path: Path) -> Non
     sandbox = store.get("b")
     store.close()
     assert sandbox is not None and sandbox.pinned == () and sandbox.servers == {}
+
+
+def test_sandboxes_stored_under_ids_outside_the_rule_are_erased_on_open(tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+    path = tmp_path / "old.db"
+    SandboxStore(path, key).close()
+    old = sqlite3.connect(path)
+    sealed = Fernet(key).encrypt(b"{}")
+    for sandbox_id in ("sbx_0011", "Team.A", "kept-1"):
+        old.execute("INSERT INTO sandboxes VALUES (?, '[]', ?, 1.0, NULL, 'auto', '[]')", (sandbox_id, sealed))
+    old.commit()
+    old.close()
+    store = SandboxStore(path, key)
+    ids = [s.id for s in store.all()]
+    store.close()
+    assert ids == ["kept-1"]

@@ -171,8 +171,9 @@ def load_catalog(files: Sequence[str]) -> Catalog:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from gateway.core.auth import TokenService
-    from gateway.store.sandboxes import DEFAULT_SANDBOX, SandboxStore
+    from gateway.store.sandboxes import DEFAULT_SANDBOX, SandboxStore, check_sandbox_id
 
+    check_sandbox_id(args.sandbox)
     data = DataDir.open(args.data_dir)
     audience = args.public_url or data.read_state().get("public_url") or "http://127.0.0.1:8811/mcp"
     if args.sandbox != DEFAULT_SANDBOX:

@@ -18,6 +18,7 @@ from typing import Any
 from gateway.catalog.config import read_config_argument
 from gateway.client import GatewayClient, GatewayError, Sandbox
 from gateway.store.datadir import DataDir, default_data_dir
+from gateway.store.sandboxes import check_sandbox_id
 
 
 class SandboxCliError(ValueError):
@@ -116,6 +117,8 @@ def _fail(exc: GatewayError) -> SandboxCliError:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    if args.id is not None:
+        check_sandbox_id(args.id)
     config = read_config_argument(args.config)
     try:
         with _client(args) as client:
@@ -167,6 +170,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    check_sandbox_id(args.id)
     try:
         with _client(args) as client:
             client.delete_sandbox(args.id)

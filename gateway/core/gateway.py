@@ -27,7 +27,14 @@ from gateway.core.router import Downstream, SandboxRouter
 from gateway.features.redaction import NO_REDACTION, Redactor
 from gateway.settings import Settings
 from gateway.store.datadir import DataDir
-from gateway.store.sandboxes import DEFAULT_SANDBOX, Sandbox, SandboxStore, check_sandbox_id, new_sandbox_id
+from gateway.store.sandboxes import (
+    DEFAULT_SANDBOX,
+    Sandbox,
+    SandboxStore,
+    check_sandbox_id,
+    is_sandbox_id,
+    new_sandbox_id,
+)
 from gateway.upstream.errors import INVALID_PARAMS, UpstreamError
 from gateway.upstream.launch import LaunchSpec
 from gateway.upstream.server import ServerLimits, UpstreamServer
@@ -247,13 +254,23 @@ class Gateway:
             await router.stop()
 
     async def delete_sandbox(self, sandbox_id: str) -> bool:
-        """Erase the sandbox first (so no request can rebuild its router), then stop its servers."""
-        deleted = self.store.delete(sandbox_id)
+        """Erase the sandbox first (so no request can rebuild its router), then stop its servers.
+
+        An id that is not a valid sandbox id, or names no stored sandbox, touches nothing.
+        """
+        if not is_sandbox_id(sandbox_id) or not self.store.delete(sandbox_id):
+            return False
         await self.drop_router(sandbox_id)
-        home = self.data.path / "home" / sandbox_id
-        if home.is_dir():
+        home = self.sandbox_home(sandbox_id)
+        if home is not None and home.is_dir():
             await asyncio.to_thread(shutil.rmtree, home, True)
-        return deleted
+        return True
+
+    def sandbox_home(self, sandbox_id: str) -> Path | None:
+        """``<data dir>/home/<id>``, or None unless it resolves to a directory strictly inside ``home/``."""
+        homes = (self.data.path / "home").resolve()
+        home = (homes / sandbox_id).resolve()
+        return home if home.parent == homes else None
 
     def last_used(self, sandbox_id: str) -> float | None:
         """When (``time.monotonic()``) a request last reached the sandbox's router."""

@@ -8,6 +8,7 @@ or ``MCP_GATEWAY_SECRETS_KEY``) and only ever opened in memory to start a server
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets as pysecrets
 import sqlite3
@@ -21,12 +22,25 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from gateway.catalog.config import ServerSettings
 
-SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+logger = logging.getLogger("gateway.store")
+
+# A sandbox id names a directory (server homes, logs) and appears in URLs, metric labels and logs:
+# lower-case letters, digits and '-', at most 63 characters, matched in full (no trailing newline).
+SANDBOX_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+SANDBOX_ID_RULE = "a sandbox id is 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
 DEFAULT_SANDBOX = "default"
 
 
 class SandboxError(ValueError):
     pass
+
+
+class SandboxExists(SandboxError):
+    """Creating a sandbox under an id that is taken (the admin API answers 409)."""
+
+
+class InvalidSandboxId(SandboxError):
+    """An id outside :data:`SANDBOX_ID` (the admin API answers 400 ``invalid_sandbox_id``)."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +77,21 @@ def _iso(ts: float) -> str:
 
 
 def new_sandbox_id() -> str:
-    return "sbx_" + pysecrets.token_hex(8)
+    return "sbx-" + pysecrets.token_hex(8)
 
 
-def check_sandbox_id(value: str) -> str:
-    if not isinstance(value, str) or not SANDBOX_ID.match(value):
-        raise SandboxError("a sandbox id is 1-64 characters of letters, digits, '_', '.' and '-'")
+def is_sandbox_id(value: object) -> bool:
+    return isinstance(value, str) and SANDBOX_ID.fullmatch(value) is not None
+
+
+def check_sandbox_id(value: object) -> str:
+    """The one check of a sandbox id, for the admin API, the CLI and the store alike."""
+    if not is_sandbox_id(value):
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        raise InvalidSandboxId(f"invalid sandbox id {shown}: {SANDBOX_ID_RULE}")
+    assert isinstance(value, str)
     return value
 
 
@@ -89,7 +112,16 @@ class SandboxStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(sandboxes)")}
         if "pinned" not in columns:  # a database from before pinned tools
             self._db.execute("ALTER TABLE sandboxes ADD COLUMN pinned TEXT NOT NULL DEFAULT '[]'")
+        self._drop_invalid_ids()
         path.chmod(0o600)
+
+    def _drop_invalid_ids(self) -> None:
+        """Erase sandboxes stored by older versions under ids the current rule refuses (``sbx_...``,
+        upper case, dots): no request can name them any more, so their secrets would only linger."""
+        for (sandbox_id,) in self._db.execute("SELECT id FROM sandboxes").fetchall():
+            if not is_sandbox_id(sandbox_id):
+                logger.warning("erasing sandbox %r: its id does not fit the rule (%s)", sandbox_id, SANDBOX_ID_RULE)
+                self._db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
 
     def _seal(self, sandbox: Sandbox) -> bytes:
         payload = {name: s.to_json() for name, s in sandbox.servers.items()}
@@ -121,18 +153,22 @@ class SandboxStore:
 
     def put(self, sandbox: Sandbox) -> None:
         """Store a sandbox, replacing one of the same id (``serve``'s default sandbox)."""
+        check_sandbox_id(sandbox.id)
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(sandbox))
 
     def create(self, sandbox: Sandbox) -> None:
         """Store a new sandbox; an existing id is an error."""
+        check_sandbox_id(sandbox.id)
         with self._lock:
             try:
                 self._db.execute("INSERT INTO sandboxes VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(sandbox))
             except sqlite3.IntegrityError:
-                raise SandboxError(f"sandbox {sandbox.id!r} already exists") from None
+                raise SandboxExists(f"sandbox {sandbox.id!r} already exists") from None
 
     def get(self, sandbox_id: str) -> Sandbox | None:
+        if not is_sandbox_id(sandbox_id):
+            return None
         with self._lock:
             row = self._db.execute("SELECT * FROM sandboxes WHERE id = ?", (sandbox_id,)).fetchone()
         return self._open(row) if row else None
@@ -153,6 +189,8 @@ class SandboxStore:
 
     def delete(self, sandbox_id: str) -> bool:
         """Erase a sandbox and its secrets (the row is deleted and the file space reclaimed)."""
+        if not is_sandbox_id(sandbox_id):
+            return False
         with self._lock:
             cursor = self._db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
             if cursor.rowcount:

@@ -28,7 +28,13 @@ from starlette.routing import Route
 from gateway.catalog.config import parse_mcp_config
 from gateway.catalog.entries import CatalogError
 from gateway.core.gateway import Gateway
-from gateway.store.sandboxes import Sandbox, SandboxError
+from gateway.store.sandboxes import (
+    InvalidSandboxId,
+    Sandbox,
+    SandboxError,
+    SandboxExists,
+    check_sandbox_id,
+)
 from gateway.web.access import admin_refusal
 
 logger = logging.getLogger("gateway.admin")
@@ -128,7 +134,16 @@ def string_list(value: Any, key: str) -> list[str] | None:
 # -- sandboxes -------------------------------------------------------------------------------
 
 
+def sandbox_id_from(value: object) -> str:
+    """A sandbox id from a path or body, checked (400 ``invalid_sandbox_id`` otherwise)."""
+    try:
+        return check_sandbox_id(value)
+    except InvalidSandboxId as exc:
+        raise ApiError(400, "invalid_sandbox_id", str(exc)) from None
+
+
 def find_sandbox(gateway: Gateway, sandbox_id: str) -> Sandbox:
+    sandbox_id = sandbox_id_from(sandbox_id)
     try:
         sandbox = gateway.sandbox(sandbox_id)
     except SandboxError as exc:
@@ -161,8 +176,8 @@ def check_pulled(gateway: Gateway, names: list[str]) -> None:
 async def create(request: Request, gateway: Gateway) -> Response:
     body = json_object(await read_json(request, gateway.settings.max_body_bytes), CREATE_KEYS, ("mcp",))
     sandbox_id = body.get("id")
-    if sandbox_id is not None and not isinstance(sandbox_id, str):
-        raise ApiError(400, "invalid_request", "'id' must be a string")
+    if sandbox_id is not None:
+        sandbox_id = sandbox_id_from(sandbox_id)
     ttl = ttl_value(body.get("ttl"))
     discovery = body.get("discovery")
     if discovery is not None and discovery not in DISCOVERY_MODES:
@@ -178,10 +193,12 @@ async def create(request: Request, gateway: Gateway) -> Response:
         sandbox = gateway.create_sandbox(body["mcp"], sandbox_id, ttl, discovery, pinned)
     except CatalogError as exc:
         raise ApiError(400, "invalid_config", str(exc)) from None
+    except InvalidSandboxId as exc:
+        raise ApiError(400, "invalid_sandbox_id", str(exc)) from None
+    except SandboxExists as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
     except SandboxError as exc:
-        if "already exists" in str(exc):
-            raise ApiError(409, "conflict", str(exc)) from None
-        raise ApiError(400, "invalid_id", str(exc)) from None
+        raise ApiError(500, "store_error", str(exc)) from None
     token = mint(gateway, sandbox, ttl)
     logger.info("sandbox %s created (servers: %s)", sandbox.id, ", ".join(sorted(sandbox.servers)) or "none")
     answer = {
@@ -202,6 +219,7 @@ def listing(gateway: Gateway) -> Response:
 
 
 async def delete(gateway: Gateway, sandbox_id: str) -> Response:
+    sandbox_id = sandbox_id_from(sandbox_id)
     if not await gateway.delete_sandbox(sandbox_id):
         raise ApiError(404, "not_found", f"no sandbox {sandbox_id!r}")
     logger.info("sandbox %s deleted", sandbox_id)
@@ -209,6 +227,7 @@ async def delete(gateway: Gateway, sandbox_id: str) -> Response:
 
 
 async def new_token(request: Request, gateway: Gateway, sandbox_id: str) -> Response:
+    sandbox_id = sandbox_id_from(sandbox_id)
     body = json_object(await read_json(request, gateway.settings.max_body_bytes), TOKEN_KEYS)
     sandbox = find_sandbox(gateway, sandbox_id)
     ttl = ttl_value(body.get("ttl"))
