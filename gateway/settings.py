@@ -39,6 +39,8 @@ class Settings:
     grace_period: float = 10.0
     token_ttl: int = 24 * 3600
     catalog_files: tuple[Path, ...] = field(default_factory=tuple)
+    header_timeout: float = 15.0  # seconds a request's header block may take to arrive
+    max_header_bytes: int = 64 * 1024  # a larger header block gets 431
 
     @property
     def mcp_url(self) -> str:

@@ -49,6 +49,16 @@ def positive_int(value: str) -> int:
     return number
 
 
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
+    return number
+
+
 def port_number(value: str) -> int:
     number = positive_int(value)
     if number > 65535:
@@ -120,6 +130,15 @@ def build_parser() -> Parser:
     )
     serve.add_argument("--call-timeout", type=float, default=300.0, help="seconds an upstream call may take")
     serve.add_argument("--grace-period", type=float, default=10.0, help="seconds to finish calls on shutdown")
+    serve.add_argument(
+        "--header-timeout",
+        type=positive_float,
+        default=15.0,
+        help="seconds a request's headers may take to arrive before the connection is closed (408)",
+    )
+    serve.add_argument(
+        "--max-header-bytes", type=positive_int, default=64 * 1024, help="largest request header block (else 431)"
+    )
 
     token = commands.add_parser("token", help="print a sandbox token")
     add_data_dir(token)

@@ -8,9 +8,10 @@ import contextlib
 import importlib
 import logging
 import os
+import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ import uvicorn
 
 from gateway.catalog.config import ServerSettings, parse_mcp_config, read_config_argument
 from gateway.catalog.entries import Catalog
+from gateway.cli.listen import listen_socket
 from gateway.core.auth import TokenService
 from gateway.core.gateway import Gateway
+from gateway.downstream.http_limits import limited_protocol
 from gateway.logs import configure_logging
 from gateway.settings import Settings
-from gateway.store.datadir import DataDir, write_private
+from gateway.store.datadir import DataDir, DataDirBusy, write_private
 from gateway.store.sandboxes import DEFAULT_SANDBOX, Sandbox, SandboxStore
 from gateway.web.app import create_app, is_loopback_host
 
@@ -62,6 +65,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_sessions=args.max_sessions,
         grace_period=args.grace_period,
         catalog_files=tuple(Path(f) for f in args.catalog),
+        header_timeout=args.header_timeout,
+        max_header_bytes=args.max_header_bytes,
     )
 
 
@@ -153,10 +158,17 @@ class GatewayUvicorn(uvicorn.Server):
     off and the streams are ended here once the calls are done.
     """
 
-    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+    def __init__(self, config: uvicorn.Config, gateway: Gateway, on_ready: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.gateway = gateway
+        self.on_ready = on_ready
         _sse_drain(automatic=False)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start-up; then (serving, the lifespan done) the ready lines."""
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit and self.on_ready is not None:
+            self.on_ready()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -220,16 +232,58 @@ def _sse_drain(automatic: bool | None = None, now: bool = False) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Check everything, bind the port, lock the data dir; only then write to it and serve.
+
+    A taken port or a data dir another gateway holds ends the start with one line, and the
+    data dir exactly as it was.
+    """
     settings = settings_from_args(args)
     if settings.no_auth and not is_loopback_host(settings.host):
         raise ServeError(f"--no-auth is only allowed on a loopback host (127.0.0.1, ::1), not {settings.host}")
     configure_logging(settings.log_format, settings.log_level)
-    data = DataDir.open(args.data_dir)
     catalog = Catalog.load(settings.catalog_files)
     servers = default_servers(catalog, args)
-    ensure_pulled(catalog, data, sorted(servers))
+    data = DataDir.locate(args.data_dir)
+    if data.is_locked():  # checked first so the message names the other gateway, whatever the port
+        raise ServeError(str(DataDirBusy(data.path, data.lock_owner())))
+    sock = listen_socket(settings.host, settings.port)
+    try:
+        return run_locked(settings, args, DataDir.open(args.data_dir), catalog, servers, sock)
+    finally:
+        sock.close()
 
-    gateway = build_gateway(settings, data, catalog)
+
+def run_locked(
+    settings: Settings,
+    args: argparse.Namespace,
+    data: DataDir,
+    catalog: Catalog,
+    servers: dict[str, ServerSettings],
+    sock: socket.socket,
+) -> int:
+    try:
+        lock = data.lock({"pid": os.getpid(), "host": settings.host, "port": settings.port})
+    except DataDirBusy as exc:
+        raise ServeError(str(exc)) from None
+    try:
+        ensure_pulled(catalog, data, sorted(servers))
+        gateway = build_gateway(settings, data, catalog)
+        try:
+            return run_gateway(settings, args, data, gateway, servers, sock)
+        finally:
+            gateway.store.close()
+    finally:
+        os.close(lock)
+
+
+def run_gateway(
+    settings: Settings,
+    args: argparse.Namespace,
+    data: DataDir,
+    gateway: Gateway,
+    servers: dict[str, ServerSettings],
+    sock: socket.socket,
+) -> int:
     previous = gateway.store.get(DEFAULT_SANDBOX)
     created = previous.created_at if previous else time.time()
     pinned = tuple(args.pin_tools or ())
@@ -237,11 +291,32 @@ def serve(args: argparse.Namespace) -> int:
         Sandbox(DEFAULT_SANDBOX, servers, created_at=created, discovery=settings.discovery, pinned=pinned)
     )
     data.write_state({"public_url": settings.mcp_url, "host": settings.host, "port": settings.port, "pid": os.getpid()})
-
     token = None if gateway.tokens.external else gateway.tokens.mint(DEFAULT_SANDBOX, ttl=DEFAULT_TOKEN_TTL)
     if token:
         write_private(data.token_file, token + "\n")
 
+    app = create_app(gateway, install_features(gateway))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        # a backstop only (GatewayUvicorn answers calls past the grace itself); a float is fine here
+        timeout_graceful_shutdown=call_grace(settings.grace_period) + 1.0,  # type: ignore[arg-type]
+        lifespan="on",
+        loop="auto",
+        http=limited_protocol(settings.header_timeout, settings.max_header_bytes),
+        ws="none",
+    )
+    server = GatewayUvicorn(config, gateway, on_ready=lambda: print_ready(settings, data, servers, token))
+    server.run(sockets=[sock])
+    if not server.started:
+        raise ServeError("the gateway failed to start (see the log above)")
+    return 0
+
+
+def print_ready(settings: Settings, data: DataDir, servers: dict[str, ServerSettings], token: str | None) -> None:
     out = sys.stdout
     print(f"MCP endpoint: {settings.mcp_url}", file=out)
     if servers:
@@ -255,27 +330,6 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Token written to {data.token_file}", file=out)
         header = f'--header "Authorization: Bearer {token}"'
         print(f"Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url} {header}", file=out)
+    else:
+        print(f"Ready: {settings.mcp_url} (tokens of the external issuer)", file=out)
     out.flush()
-
-    app = create_app(gateway, install_features(gateway))
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        # a backstop only (GatewayUvicorn answers calls past the grace itself); a float is fine here
-        timeout_graceful_shutdown=call_grace(settings.grace_period) + 1.0,  # type: ignore[arg-type]
-        lifespan="on",
-        loop="auto",
-        http="auto",
-        ws="none",
-    )
-    server = GatewayUvicorn(config, gateway)
-    try:
-        server.run()
-    finally:
-        gateway.store.close()
-    if not server.started:
-        raise ServeError(f"could not serve on {settings.host}:{settings.port} (is the port in use?)")
-    return 0

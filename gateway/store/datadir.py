@@ -7,6 +7,7 @@ they exist, so restarting the gateway keeps every token it minted valid.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import secrets
@@ -33,6 +34,18 @@ def _random_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii").rstrip("=")
 
 
+class DataDirBusy(Exception):
+    """Another process holds the data dir's lock; ``owner`` is what it recorded (pid, host, port)."""
+
+    def __init__(self, path: Path, owner: dict[str, Any]) -> None:
+        self.path = path
+        self.owner = owner
+        where = ""
+        if owner.get("pid"):
+            where = f" (pid {owner['pid']}" + (f", port {owner['port']}" if owner.get("port") else "") + ")"
+        super().__init__(f"another gateway{where} is serving the data dir {path}; stop it, or use another --data-dir")
+
+
 @dataclass(frozen=True)
 class DataDir:
     path: Path
@@ -41,6 +54,12 @@ class DataDir:
     def open(cls, path: str | Path | None) -> DataDir:
         root = Path(path).expanduser() if path else default_data_dir()
         root.mkdir(parents=True, exist_ok=True)
+        return cls(root.resolve())
+
+    @classmethod
+    def locate(cls, path: str | Path | None) -> DataDir:
+        """The data dir at ``path`` (or the default), without creating it."""
+        root = Path(path).expanduser() if path else default_data_dir()
         return cls(root.resolve())
 
     def _key(self, name: str, generator: Any = _random_key) -> str:
@@ -71,6 +90,50 @@ class DataDir:
     def admin_key(self) -> str:
         # Hex, so a key never starts with "-" and passes cleanly as `--admin-key KEY`.
         return self._key("admin.key", lambda: secrets.token_hex(32))
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / "gateway.lock"
+
+    def lock(self, owner: dict[str, Any]) -> int:
+        """Take the data dir's lock for this process's life (one gateway per data dir); return its fd.
+
+        The lock is ``flock`` on ``gateway.lock``: the kernel drops it when the process ends, however
+        it ends, so a crashed gateway never leaves a stale lock. ``owner`` (pid, host, port) is
+        written into the file for the message a second gateway prints. Raises ``DataDirBusy``
+        without changing anything when another process holds the lock.
+        """
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirBusy(self.path, self.lock_owner()) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(owner) + "\n").encode("utf-8"), 0)
+        return fd
+
+    def lock_owner(self) -> dict[str, Any]:
+        """What the lock's holder recorded, or ``{}``."""
+        try:
+            data = json.loads(self.lock_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def is_locked(self) -> bool:
+        """Whether a live process holds the lock (checked without creating or changing anything)."""
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     @property
     def token_file(self) -> Path:
