@@ -40,7 +40,7 @@ from tests.support import RunningGateway, process_tree, start_gateway  # noqa: E
 
 CATALOG = {
     "bench": {
-        "command": ["python", "benchmarks/echo_server.py"],
+        "command": [sys.executable, str(ROOT / "benchmarks" / "echo_server.py")],
         "secrets": [{"name": "bench.token", "env": "BENCH_TOKEN"}],
     }
 }

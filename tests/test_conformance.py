@@ -144,6 +144,14 @@ def test_direct_fixture_passes_conformance_suite(suite: Suite, tmp_path: Path) -
     _assert_only_baseline_failures(run, tmp_path / "results")
 
 
+def absolute_catalog(tmp_path: Path) -> Path:
+    """The catalog overlay with the fixture's absolute path (a server runs in its own home dir)."""
+    text = CATALOG.read_text().replace("tests/fixtures/conformance_server.py", str(FIXTURE))
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text)
+    return path
+
+
 @pytest.mark.conformance
 def test_gateway_passes_conformance_suite(suite: Suite, tmp_path: Path) -> None:
     port = _free_port()
@@ -158,7 +166,7 @@ def test_gateway_passes_conformance_suite(suite: Suite, tmp_path: Path) -> None:
         "--data-dir",
         str(tmp_path / "data"),
         "--catalog",
-        str(CATALOG.relative_to(REPO_ROOT)),
+        str(absolute_catalog(tmp_path)),
         "--servers",
         "conformance",
     ]

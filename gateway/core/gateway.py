@@ -42,20 +42,6 @@ from gateway.upstream.server import ServerLimits, UpstreamServer
 logger = logging.getLogger("gateway")
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def _repo_relative(arg: str) -> str:
-    """A relative path argument (``tests/fixtures/x.py``) names a file of the gateway's own tree."""
-    if "/" in arg and not arg.startswith(("/", "-")) and len(arg) < 4096:
-        try:
-            if (REPO_ROOT / arg).exists():
-                return str(REPO_ROOT / arg)
-        except OSError:  # not a path after all (a long script, a URL, ...)
-            pass
-    return arg
-
-
 @dataclass(slots=True)
 class CallRecord:
     """One tools/call as observers (metrics, audit) see it: names and sizes, never values."""
@@ -236,8 +222,7 @@ class Gateway:
             from gateway.upstream.runtimes import runtimes_for
 
             def command() -> list[str]:  # raises CatalogError (not pulled, no command)
-                argv = resolve_command(entry, self.data.path)
-                return [argv[0], *(_repo_relative(arg) for arg in argv[1:])]
+                return resolve_command(entry, self.data.path)
 
             home = self.data.path / "home" / sandbox_id / entry.name
             runtimes = runtimes_for(self.settings.runtime, self.settings.container_engine, self.data.path)

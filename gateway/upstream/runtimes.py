@@ -39,12 +39,19 @@ from typing import Any
 
 from gateway.catalog.config import ServerSettings
 from gateway.catalog.entries import CatalogEntry, CatalogError
+from gateway.upstream.binds import Bind, bwrap_argv, command_paths
 from gateway.upstream.errors import SERVER_UNAVAILABLE, UpstreamError
-from gateway.upstream.launch import LaunchSpec, fill_config, host_launch, secret_environment, server_environment
+from gateway.upstream.launch import (
+    CONFIG_REF,
+    LaunchSpec,
+    fill_config,
+    host_launch,
+    secret_environment,
+    server_environment,
+)
 
 logger = logging.getLogger("gateway.runtimes")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 RUNTIMES = ("auto", "host", "bwrap", "container")
 ENGINES = ("docker", "podman")
 PROBE_TIMEOUT = 20.0
@@ -52,35 +59,6 @@ PROBE_TIMEOUT = 20.0
 DEFAULT_MEMORY = "2g"
 DEFAULT_CPUS = 1.0
 DEFAULT_PIDS = 512
-
-# Read-only in every bwrap sandbox. /etc only in part: what programs need to run, resolve names
-# and verify TLS, not the host's configuration at large.
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-ETC_PATHS = (
-    "/etc/alternatives",
-    "/etc/ca-certificates",
-    "/etc/ca-certificates.conf",
-    "/etc/gai.conf",
-    "/etc/group",
-    "/etc/host.conf",
-    "/etc/hosts",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/localtime",
-    "/etc/mime.types",
-    "/etc/nsswitch.conf",
-    "/etc/os-release",
-    "/etc/passwd",
-    "/etc/pki",
-    "/etc/protocols",
-    "/etc/resolv.conf",
-    "/etc/services",
-    "/etc/ssl",
-    "/etc/timezone",
-)
-# Too broad to bind whole when a program lives right inside them.
-BROAD_DIRS = {"/", "/root", "/home", "/opt", "/srv", "/var", "/tmp", "/work", str(Path.home())}
 
 # The engine CLI's own environment: what docker/podman need to find their daemon, config and
 # helpers. It reaches the CLI only; the container gets just the names passed with ``-e``.
@@ -363,139 +341,6 @@ def make_cgroups(cgroups: Cgroups, name: str, limits: Limits) -> tuple[list[Path
         raise
 
 
-# -- bwrap -------------------------------------------------------------------------------------
-
-
-def _is_under(path: Path, roots: list[Path]) -> bool:
-    return any(path == root or root in path.parents for root in roots)
-
-
-def _symlink_chain(path: Path) -> list[Path]:
-    """``path`` and every link it goes through, up to the real file."""
-    chain = [path]
-    current = path
-    for _ in range(40):
-        if not current.is_symlink():
-            break
-        target = Path(os.readlink(current))
-        current = target if target.is_absolute() else (current.parent / target)
-        current = Path(os.path.normpath(current))
-        chain.append(current)
-    resolved = path.resolve()
-    if resolved not in chain:
-        chain.append(resolved)
-    return chain
-
-
-def _interpreter(path: Path, search_path: str) -> Path | None:
-    """The program a script's ``#!`` line names (``/usr/bin/env node``: node found in PATH)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(256)
-    except OSError:
-        return None
-    if not head.startswith(b"#!"):
-        return None
-    words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
-    if not words:
-        return None
-    if Path(words[0]).name == "env":
-        rest = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
-        found = shutil.which(rest[0], path=search_path) if rest else None
-        return Path(found) if found else None
-    return Path(words[0])
-
-
-def _prefix(program: Path) -> Path:
-    """What to bind for a program: its install prefix (``<prefix>/bin/x``), else its directory."""
-    parent = program.parent
-    prefix = parent.parent if parent.name in ("bin", "sbin") else parent
-    if str(prefix) in BROAD_DIRS:
-        return program  # just the file: never the whole of /root or /home
-    return prefix
-
-
-def program_paths(executable: Path, search_path: str) -> list[Path]:
-    """Everything a program needs bound to run: its prefix, and its interpreter's (recursively)."""
-    found: list[Path] = []
-    pending = [executable]
-    seen: set[Path] = set()
-    while pending:
-        program = pending.pop()
-        if program in seen:
-            continue
-        seen.add(program)
-        for hop in _symlink_chain(program):
-            found.append(_prefix(hop))
-        interpreter = _interpreter(program.resolve(), search_path)
-        if interpreter is not None:
-            pending.append(interpreter)
-    return found
-
-
-def bwrap_argv(
-    command: list[str],
-    env: Mapping[str, str],
-    home: Path,
-    install_dir: Path | None,
-    network: bool,
-    bwrap: str = "bwrap",
-) -> list[str]:
-    """The bwrap command line for ``command``. Holds paths only: the environment is bwrap's own."""
-    search_path = env.get("PATH", "")
-    head = command[0]
-    executable = Path(head) if "/" in head else Path(shutil.which(head, path=search_path) or head)
-    argv = [bwrap, "--unshare-all"]
-    if network:
-        argv.append("--share-net")
-    argv += ["--die-with-parent", "--proc", "/proc", "--dev", "/dev"]
-    bound: list[Path] = []
-    for directory in SYSTEM_DIRS:
-        path = Path(directory)
-        if path.is_symlink():
-            argv += ["--symlink", os.readlink(path), directory]
-        elif path.is_dir():
-            argv += ["--ro-bind", directory, directory]
-            bound.append(path)
-    for item in ETC_PATHS:
-        if os.path.exists(item):
-            argv += ["--ro-bind", item, item]
-    # A tmpfs of its own at /tmp, mounted before the binds below (the data dir may be in /tmp).
-    argv += ["--tmpfs", "/tmp"]
-    private = [home] + ([install_dir] if install_dir else [])
-    extra: list[Path] = []
-    if executable.is_absolute() and executable.exists():
-        extra += program_paths(executable, search_path)
-    writable: list[Path] = []
-    for arg in command[1:]:
-        if not arg.startswith("/") or not os.path.exists(arg):
-            continue
-        path = Path(os.path.normpath(arg))
-        if _is_under(path, [*bound, *private]):
-            continue
-        if _is_under(path, [REPO_ROOT]):
-            extra.append(REPO_ROOT)  # fixture servers and the gateway's own files
-        elif path.is_dir():
-            writable.append(path)  # a directory the entry was configured to work in
-        else:
-            extra.append(path)
-    done: set[Path] = set()
-    for path in extra:
-        if path in done or _is_under(path, bound) or not path.exists():
-            continue
-        done.add(path)
-        argv += ["--ro-bind", str(path), str(path)]
-    if install_dir is not None and install_dir.exists():
-        argv += ["--ro-bind", str(install_dir), str(install_dir)]
-    for path in writable:
-        argv += ["--bind", str(path), str(path)]
-    home.mkdir(parents=True, exist_ok=True)
-    argv += ["--bind", str(home), str(home), "--remount-ro", "/", "--chdir", str(home), "--"]
-    # bwrap sets PWD; the server's environment holds only what the gateway gave it.
-    clean = shutil.which("env") or "/usr/bin/env"
-    return [*argv, clean, "-u", "PWD", "--", *command]
-
-
 # -- containers --------------------------------------------------------------------------------
 
 
@@ -682,17 +527,26 @@ class Runtimes:
         spec = host_launch(entry, settings, argv, home)
         if runtime == "host":
             return spec
-        return self._bwrap_spec(entry, sandbox, home, spec, limits)
+        literal = [arg for arg in argv[1:] if not CONFIG_REF.search(arg)]
+        return self._bwrap_spec(entry, sandbox, home, spec, limits, literal)
 
     def _bwrap_spec(
-        self, entry: CatalogEntry, sandbox: str, home: Path, spec: LaunchSpec, limits: Limits
+        self, entry: CatalogEntry, sandbox: str, home: Path, spec: LaunchSpec, limits: Limits, literal: list[str]
     ) -> LaunchSpec:
         install = self.data_dir / "servers" / entry.name
+        search_path = spec.env.get("PATH", "")
+        filled = [arg for arg in spec.argv[1:] if arg not in literal]
+        writable = [
+            Bind(Path(arg), Path(arg).resolve(), True) for arg in filled if arg.startswith("/") and os.path.isdir(arg)
+        ]
         argv = bwrap_argv(
             spec.argv,
             spec.env,
             home,
-            install if install.is_dir() else None,
+            read_only=command_paths(spec.argv, literal, search_path),
+            data_dir=self.data_dir,
+            install_dir=install if install.is_dir() else None,
+            binds=writable,
             network=not entry.disable_network,
             bwrap=shutil.which("bwrap") or "bwrap",
         )
