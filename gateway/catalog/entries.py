@@ -90,6 +90,18 @@ def _tuple_of_str(value: Any, what: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+def _check_path_parameter(where: str, name: str, schema: Mapping[str, Any]) -> None:
+    """``format: path`` (see gateway/catalog/paths.py) is a string with a mode of ro or rw."""
+    if schema.get("format") != "path":
+        if "x-mode" in schema:
+            raise CatalogError(f"{where}: config {name!r} has x-mode but is not format: path")
+        return
+    if schema.get("type", "string") != "string":
+        raise CatalogError(f"{where}: config {name!r} is format: path, so its type must be string")
+    if schema.get("x-mode", "ro") not in ("ro", "rw"):
+        raise CatalogError(f"{where}: config {name!r}: x-mode must be ro or rw")
+
+
 def parse_entry(name: str, raw: Any, source: str = "") -> CatalogEntry:
     """Validate one ``registry`` entry and build a :class:`CatalogEntry`."""
     where = f"catalog entry {name!r}" + (f" in {source}" if source else "")
@@ -121,6 +133,7 @@ def parse_entry(name: str, raw: Any, source: str = "") -> CatalogEntry:
             raise CatalogError(f"{where}: config items must be JSON Schema objects")
         for key, schema in (block.get("properties") or {}).items():
             properties[str(key)] = schema if isinstance(schema, dict) else {}
+            _check_path_parameter(where, str(key), properties[str(key)])
         required_config.extend(str(k) for k in block.get("required") or [])
     remote = None
     if raw.get("remote") is not None:

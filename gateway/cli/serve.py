@@ -19,6 +19,7 @@ import uvicorn
 
 from gateway.catalog.config import ServerSettings, parse_mcp_config, read_config_argument
 from gateway.catalog.entries import Catalog
+from gateway.catalog.paths import check_paths
 from gateway.cli.listen import listen_socket
 from gateway.core.auth import TokenService
 from gateway.core.gateway import Gateway
@@ -244,6 +245,7 @@ def serve(args: argparse.Namespace) -> int:
     catalog = Catalog.load(settings.catalog_files)
     servers = default_servers(catalog, args)
     data = DataDir.locate(args.data_dir)
+    check_paths(catalog.entries, servers, data.path)
     if data.is_locked():  # checked first so the message names the other gateway, whatever the port
         raise ServeError(str(DataDirBusy(data.path, data.lock_owner())))
     sock = listen_socket(settings.host, settings.port)

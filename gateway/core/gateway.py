@@ -22,6 +22,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.catalog.config import ServerSettings, parse_mcp_config
 from gateway.catalog.entries import Catalog, CatalogEntry, CatalogError
+from gateway.catalog.paths import check_paths
 from gateway.core.auth import AuthError, Principal, TokenService
 from gateway.core.router import Downstream, SandboxRouter
 from gateway.features.redaction import NO_REDACTION, Redactor
@@ -131,6 +132,7 @@ class Gateway:
         Raises :class:`CatalogError` (bad config) or :class:`SandboxError` (bad or taken id).
         """
         servers = parse_mcp_config(self.catalog, mcp)
+        check_paths(self.catalog.entries, servers, self.data.path)
         sandbox_id = check_sandbox_id(sandbox_id) if sandbox_id is not None else new_sandbox_id()
         existing = self.store.get(sandbox_id)
         if existing is not None and existing.expired:

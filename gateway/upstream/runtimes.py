@@ -32,13 +32,14 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.catalog.config import ServerSettings
 from gateway.catalog.entries import CatalogEntry, CatalogError
+from gateway.catalog.paths import PathValue, path_values
 from gateway.upstream.binds import Bind, bwrap_argv, command_paths
 from gateway.upstream.errors import SERVER_UNAVAILABLE, UpstreamError
 from gateway.upstream.launch import (
@@ -363,6 +364,7 @@ def container_argv(
     name: str,
     sandbox: str,
     instance: str,
+    mounts: Sequence[PathValue] = (),
 ) -> list[str]:
     argv = [engine, "run", "--rm", "-i", "--init", "--pull", "never"]
     argv += ["--security-opt", "no-new-privileges", "--cap-drop", "ALL"]
@@ -377,6 +379,11 @@ def container_argv(
         argv += ["--network", "none"]
     for env_name in env_names:
         argv += ["-e", env_name]
+    for mount in mounts:  # declared path parameters (gateway/catalog/paths.py)
+        if "," in str(mount.source) or "," in str(mount.path):
+            raise CatalogError(f"server {entry.name!r}: config {mount.name!r}: a path with a comma cannot be mounted")
+        spec = f"type=bind,source={mount.source},target={mount.path}"
+        argv += ["--mount", spec if mount.writable else f"{spec},readonly"]
     assert entry.image is not None
     argv.append(entry.image)
     return argv + [fill_config(arg, entry, settings.config) for arg in entry.command]
@@ -519,8 +526,10 @@ class Runtimes:
             logger.info("server %s of sandbox %s runs with %s (%s)", entry.name, sandbox, runtime, why)
         try:
             limits = limits_for(entry)
+            # Checked again at each start: a path may have been replaced (by a link) since.
+            paths = [] if runtime == "host" else path_values(entry, settings.config, self.data_dir)
             if runtime == "container":
-                return await self._container(entry, settings, sandbox, home, limits)
+                return await self._container(entry, settings, sandbox, home, limits, paths)
             argv = command()
         except CatalogError as exc:
             raise UpstreamError(str(exc), SERVER_UNAVAILABLE) from None
@@ -528,17 +537,21 @@ class Runtimes:
         if runtime == "host":
             return spec
         literal = [arg for arg in argv[1:] if not CONFIG_REF.search(arg)]
-        return self._bwrap_spec(entry, sandbox, home, spec, limits, literal)
+        binds = [Bind(p.path, p.source, p.writable) for p in paths]
+        return self._bwrap_spec(entry, sandbox, home, spec, limits, literal, binds)
 
     def _bwrap_spec(
-        self, entry: CatalogEntry, sandbox: str, home: Path, spec: LaunchSpec, limits: Limits, literal: list[str]
+        self,
+        entry: CatalogEntry,
+        sandbox: str,
+        home: Path,
+        spec: LaunchSpec,
+        limits: Limits,
+        literal: list[str],
+        binds: list[Bind],
     ) -> LaunchSpec:
         install = self.data_dir / "servers" / entry.name
         search_path = spec.env.get("PATH", "")
-        filled = [arg for arg in spec.argv[1:] if arg not in literal]
-        writable = [
-            Bind(Path(arg), Path(arg).resolve(), True) for arg in filled if arg.startswith("/") and os.path.isdir(arg)
-        ]
         argv = bwrap_argv(
             spec.argv,
             spec.env,
@@ -546,7 +559,7 @@ class Runtimes:
             read_only=command_paths(spec.argv, literal, search_path),
             data_dir=self.data_dir,
             install_dir=install if install.is_dir() else None,
-            binds=writable,
+            binds=binds,
             network=not entry.disable_network,
             bwrap=shutil.which("bwrap") or "bwrap",
         )
@@ -585,7 +598,13 @@ class Runtimes:
                 await _run([engine, "rm", "-f", *ids], timeout=60, env=engine_environment())
 
     async def _container(
-        self, entry: CatalogEntry, settings: ServerSettings, sandbox: str, home: Path, limits: Limits
+        self,
+        entry: CatalogEntry,
+        settings: ServerSettings,
+        sandbox: str,
+        home: Path,
+        limits: Limits,
+        mounts: list[PathValue],
     ) -> LaunchSpec:
         engine = await self.engine()
         assert engine is not None
@@ -604,7 +623,9 @@ class Runtimes:
                 SERVER_UNAVAILABLE,
             )
         name = container_name(sandbox, entry.name)
-        argv = container_argv(binary, entry, settings, sorted(container_env), limits, name, sandbox, self.instance)
+        argv = container_argv(
+            binary, entry, settings, sorted(container_env), limits, name, sandbox, self.instance, mounts
+        )
         shim = _with_parent_death(["/bin/sh", "-c", ENGINE_SHIM, "mcp-gateway-engine", limits.memory, *argv])
         return LaunchSpec(
             argv=shim,
