@@ -28,7 +28,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
 
 
 def cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("MCP_GATEWAY_ADMIN_KEY", "MCP_GATEWAY_HOME")}
+    unset = ("MCP_GATEWAY_ADMIN_KEY", "MCP_GATEWAY_HOME", "MCP_GATEWAY_URL", "MCP_GATEWAY_TOKEN")
+    full_env = {k: v for k, v in os.environ.items() if k not in unset}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
@@ -188,3 +189,26 @@ def test_the_admin_key_may_come_from_the_environment_and_the_url_from_the_flag(
 def test_without_any_admin_key_status_says_where_to_find_one(gw: RunningGateway, tmp_path: Path) -> None:
     line = one_line_error(cli("status", "--url", gw.base_url, "--data-dir", str(tmp_path)))
     assert "--admin-key" in line and "MCP_GATEWAY_ADMIN_KEY" in line
+
+
+def test_tools_and_call_take_the_gateway_and_token_from_the_environment(gw: RunningGateway, tmp_path: Path) -> None:
+    env = {"MCP_GATEWAY_URL": gw.base_url, "MCP_GATEWAY_TOKEN": gw.token}
+    tools = cli("tools", "--data-dir", str(tmp_path), env=env)
+    assert tools.returncode == 0, tools.stderr
+    assert "fx__echo" in tools.stdout
+    called = cli("call", "fx__add", "--args", '{"a": 1, "b": 2}', "--data-dir", str(tmp_path), env=env)
+    assert called.stdout.strip() == "3", called.stderr
+
+
+def test_url_and_token_flags_win_over_the_environment(gw: RunningGateway, tmp_path: Path) -> None:
+    env = {"MCP_GATEWAY_URL": f"http://127.0.0.1:{free_port()}", "MCP_GATEWAY_TOKEN": "not.a.token"}
+    result = cli("tools", "--url", gw.base_url, "--token", gw.token, "--data-dir", str(tmp_path), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "fx__echo" in result.stdout
+
+
+def test_status_takes_the_gateway_from_the_environment(gw: RunningGateway, tmp_path: Path) -> None:
+    env = {"MCP_GATEWAY_URL": gw.url, "MCP_GATEWAY_ADMIN_KEY": gw.admin_key}
+    result = cli("status", "--data-dir", str(tmp_path), env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"Gateway {gw.base_url}" in result.stdout

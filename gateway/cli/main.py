@@ -31,8 +31,58 @@ class UserError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse, with one-line usage errors; it records its options and subcommands (for completion)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.recorded: list[argparse.Action] = []
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"mcp-gateway: {message} (see: {self.prog} --help)\n")
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.recorded.append(action)
+        return action
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        action = super().add_subparsers(**kwargs)
+        self.recorded.append(action)
+        return Subcommands(action)
+
+    def add_mutually_exclusive_group(self, **kwargs: Any) -> Any:
+        return RecordingGroup(super().add_mutually_exclusive_group(**kwargs), self.recorded)
+
+
+class Subcommands:
+    """argparse's subcommands action; each new subcommand's parser keeps its help (``command_help``)."""
+
+    def __init__(self, action: Any) -> None:
+        object.__setattr__(self, "action", action)
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        parser = self.action.add_parser(name, **kwargs)
+        parser.command_help = kwargs.get("help") or ""
+        return parser
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.action, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.action, name, value)
+
+
+class RecordingGroup:
+    """A mutually exclusive group whose options the parser records too."""
+
+    def __init__(self, group: Any, recorded: list[argparse.Action]) -> None:
+        self.group = group
+        self.recorded = recorded
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action: argparse.Action = self.group.add_argument(*args, **kwargs)
+        self.recorded.append(action)
+        return action
 
 
 def csv(value: str) -> list[str]:
@@ -49,6 +99,17 @@ def positive_int(value: str) -> int:
     return number
 
 
+def seconds(value: str) -> float:
+    """Any number of seconds (0 or less means "never" where an option says so)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {value}")
+    return number
+
+
 def positive_float(value: str) -> float:
     try:
         number = float(value)
@@ -56,6 +117,16 @@ def positive_float(value: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
     if not number > 0 or number == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds (0 or more), got {value}")
     return number
 
 
@@ -82,63 +153,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
-    serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=port_number, default=8811)
-    add_data_dir(serve)
-    add_catalog(serve)
-    serve.add_argument("--servers", type=csv, default=[], help="servers of the default sandbox: a,b")
-    serve.add_argument("--config", help="E2B-style server config: JSON, @FILE or - (stdin)")
-    serve.add_argument("--public-url", help="the public MCP URL (token audience), default http://HOST:PORT/mcp")
-    serve.add_argument("--admin-key", help="admin key (default $MCP_GATEWAY_ADMIN_KEY or DATA_DIR/admin.key)")
-    serve.add_argument("--no-auth", action="store_true", help="serve /mcp without tokens (loopback only)")
-    serve.add_argument("--runtime", choices=["auto", "host", "bwrap", "container"], default="auto")
-    serve.add_argument("--container-engine", choices=["docker", "podman"])
-    serve.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN")
-    serve.add_argument("--no-redact", action="store_true", help="do not redact secret values in results")
-    serve.add_argument("--accept-tool-changes", action="store_true", help="accept changed tool definitions")
-    serve.add_argument("--issuer", default="mcp-gateway", help="expected token issuer")
-    keys = serve.add_mutually_exclusive_group()
-    keys.add_argument("--jwt-public-key", type=Path, metavar="FILE", help="verify tokens of an external issuer")
-    keys.add_argument("--jwks-url", metavar="URL", help="verify tokens of an external issuer by its JWKS")
-    serve.add_argument("--metrics-port", type=port_number)
-    serve.add_argument("--log-format", choices=["json", "text"], default="text")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    serve.add_argument("--discovery", choices=["auto", "on", "off"], default="auto")
-    serve.add_argument("--discovery-limit", type=positive_int, default=128)
-    serve.add_argument(
-        "--pin-tools",
-        type=csv,
-        metavar="GLOB,...",
-        help="tools always listed for the default sandbox, even with discovery",
-    )
-    serve.add_argument("--prestart", action="store_true", help="start the default sandbox's servers at once")
-    serve.add_argument(
-        "--max-concurrent-requests",
-        type=positive_int,
-        default=64,
-        help="in-flight MCP requests per sandbox before 429",
-    )
-    serve.add_argument(
-        "--max-sessions",
-        type=positive_int,
-        default=10_000,
-        help="open MCP sessions (all sandboxes) before a new one gets 503",
-    )
-    serve.add_argument(
-        "--idle-timeout", type=float, default=900.0, help="seconds without requests before a sandbox's servers stop"
-    )
-    serve.add_argument("--call-timeout", type=float, default=300.0, help="seconds an upstream call may take")
-    serve.add_argument("--grace-period", type=float, default=10.0, help="seconds to finish calls on shutdown")
-    serve.add_argument(
-        "--header-timeout",
-        type=positive_float,
-        default=15.0,
-        help="seconds a request's headers may take to arrive before the connection is closed (408)",
-    )
-    serve.add_argument(
-        "--max-header-bytes", type=positive_int, default=64 * 1024, help="largest request header block (else 431)"
-    )
+    add_serve(commands)
 
     token = commands.add_parser("token", help="print a sandbox token")
     add_data_dir(token)
@@ -165,9 +180,102 @@ def build_parser() -> Parser:
     add_data_dir(pull)
     add_catalog(pull)
 
-    for module in ("gateway.cli.remote", "gateway.cli.sandbox", "gateway.cli.doctor"):
+    for module in ("gateway.cli.remote", "gateway.cli.sandbox", "gateway.cli.doctor", "gateway.cli.completion"):
         with_module(module, lambda m: m.register(commands))
     return parser
+
+
+def add_serve(commands: Any) -> None:
+    """``serve``: each option is a flag, an ``MCP_GATEWAY_*`` variable and a config-file key (cli/options.py)."""
+    from gateway.cli.options import LayeredOptions
+
+    serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway.")
+    options = LayeredOptions()
+
+    def add(*flags: str, container: Any = serve, **kwargs: Any) -> None:
+        options.add(container, *flags, **kwargs)
+
+    add("--config-file", metavar="FILE", help="TOML file of serve options (keys are these flags' names)")
+    add("--host", default="127.0.0.1", help="address to listen on")
+    add("--port", type=port_number, default=8811, help="port to listen on")
+    add("--data-dir", help="data directory (default $MCP_GATEWAY_HOME or ~/.mcp-gateway)")
+    add("--catalog", action="append", default=[], metavar="FILE", help="catalog file laid over the built-in catalog")
+    add("--servers", type=csv, default=[], metavar="A,B", help="servers of the default sandbox")
+    add("--config", metavar="JSON|@FILE|-", help="E2B-style server config: JSON, @FILE or - (stdin)")
+    add("--public-url", metavar="URL", help="the public MCP URL (token audience), default http://HOST:PORT/mcp")
+    add("--admin-key", metavar="KEY", help="admin key (default DATA_DIR/admin.key)")
+    add("--no-auth", action="store_true", help="serve /mcp without tokens (loopback only)")
+    add("--runtime", choices=["auto", "host", "bwrap", "container"], default="auto", help="where servers run")
+    add("--container-engine", choices=["docker", "podman"], help="engine of --runtime container (default: found)")
+    add("--allow-origin", action="append", default=[], metavar="ORIGIN", help="browser origin allowed to call /mcp")
+    add("--no-redact", action="store_true", help="do not redact secret values in results")
+    add("--accept-tool-changes", action="store_true", help="accept changed tool definitions")
+    add("--issuer", default="mcp-gateway", help="expected token issuer")
+    keys = serve.add_mutually_exclusive_group()
+    add("--jwt-public-key", container=keys, type=Path, metavar="FILE", help="verify tokens of an external issuer")
+    add("--jwks-url", container=keys, metavar="URL", help="verify tokens of an external issuer by its JWKS")
+    add("--metrics-port", type=port_number, metavar="PORT", help="also serve /metrics on this port")
+    add("--log-format", choices=["json", "text"], default="text", help="log line format (stderr)")
+    add("--log-level", choices=["debug", "info", "warning", "error"], default="info", help="least level logged")
+    add("--discovery", choices=["auto", "on", "off"], default="auto", help="tool discovery of the default sandbox")
+    add("--discovery-limit", type=positive_int, default=128, metavar="N", help="tools listed before discovery (auto)")
+    add(
+        "--pin-tools",
+        type=csv,
+        metavar="GLOB,...",
+        help="tools always listed for the default sandbox, even with discovery",
+    )
+    add("--prestart", action="store_true", help="start the default sandbox's servers at once")
+    add(
+        "--max-concurrent-requests",
+        type=positive_int,
+        default=64,
+        metavar="N",
+        help="in-flight MCP requests per sandbox before 429",
+    )
+    add(
+        "--max-sessions",
+        type=positive_int,
+        default=10_000,
+        metavar="N",
+        help="open MCP sessions (all sandboxes) before a new one gets 503",
+    )
+    add(
+        "--idle-timeout",
+        type=seconds,
+        default=900.0,
+        metavar="SECONDS",
+        help="seconds without requests before a sandbox's servers stop (0: never)",
+    )
+    add(
+        "--call-timeout",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="seconds an upstream call may take",
+    )
+    add(
+        "--grace-period",
+        type=non_negative_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds to finish calls on shutdown",
+    )
+    add(
+        "--header-timeout",
+        type=positive_float,
+        default=15.0,
+        metavar="SECONDS",
+        help="seconds a request's headers may take to arrive before the connection is closed (408)",
+    )
+    add(
+        "--max-header-bytes",
+        type=positive_int,
+        default=64 * 1024,
+        metavar="BYTES",
+        help="largest request header block (else 431)",
+    )
+    options.finish(serve)
 
 
 def with_module(name: str, action: Callable[[Any], None]) -> None:
@@ -260,7 +368,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.cli.serve import serve
 
-    return serve(args)
+    return serve(args.layered_options.resolve(args))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

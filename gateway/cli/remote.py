@@ -1,10 +1,12 @@
 """``mcp-gateway status | tools | call``: talk to a running gateway.
 
-Where it runs: ``--url`` (the gateway's base URL), else the ``public_url`` the last ``serve``
-of the data dir recorded in ``gateway.json`` (minus ``/mcp``), else http://127.0.0.1:8811.
+Where it runs: ``--url`` (the gateway's base URL), else ``$MCP_GATEWAY_URL``, else the
+``public_url`` the last ``serve`` of the data dir recorded in ``gateway.json`` (minus ``/mcp``),
+else http://127.0.0.1:8811.
 The admin key: ``--admin-key``, else ``$MCP_GATEWAY_ADMIN_KEY``, else ``DATA_DIR/admin.key``.
-``tools`` and ``call`` act as a client of the default sandbox with ``DATA_DIR/token`` (or
-``--token``); with ``--sandbox ID`` they mint a short-lived token of that sandbox with the admin API.
+``tools`` and ``call`` act as a client with ``--token``, else ``$MCP_GATEWAY_TOKEN``, else the
+default sandbox's ``DATA_DIR/token``; with ``--sandbox ID`` they mint a short-lived token of
+that sandbox with the admin API.
 
 Nothing here creates files: the data dir is only read.
 """
@@ -54,7 +56,9 @@ def register(commands: Any) -> None:
 
 
 def _add_remote(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", metavar="BASE_URL", help="the gateway (default: from DATA_DIR/gateway.json)")
+    parser.add_argument(
+        "--url", metavar="BASE_URL", help="the gateway (default $MCP_GATEWAY_URL, else from DATA_DIR/gateway.json)"
+    )
     add_data_dir(parser)
     parser.add_argument("--admin-key", help="admin key (default $MCP_GATEWAY_ADMIN_KEY or DATA_DIR/admin.key)")
 
@@ -62,7 +66,7 @@ def _add_remote(parser: argparse.ArgumentParser) -> None:
 def _add_client(parser: argparse.ArgumentParser) -> None:
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--sandbox", metavar="ID", help="act as this sandbox (mints a short-lived token)")
-    who.add_argument("--token", help="act with this sandbox token (default DATA_DIR/token)")
+    who.add_argument("--token", help="act with this sandbox token (default $MCP_GATEWAY_TOKEN, else DATA_DIR/token)")
 
 
 # -- where and who ---------------------------------------------------------------------------------
@@ -77,7 +81,7 @@ class Remote:
         self.base_url = self._base_url()
 
     def _base_url(self) -> str:
-        url = self.args.url
+        url = self.args.url or os.environ.get("MCP_GATEWAY_URL")
         if not url:
             try:
                 state = json.loads((self.data / "gateway.json").read_text(encoding="utf-8"))
@@ -131,6 +135,8 @@ class Remote:
             return str(self.args.token)
         if self.args.sandbox:
             return self.mint(self.args.sandbox)
+        if os.environ.get("MCP_GATEWAY_TOKEN"):
+            return os.environ["MCP_GATEWAY_TOKEN"].strip()
         try:
             token = (self.data / "token").read_text(encoding="utf-8").strip()
         except OSError:

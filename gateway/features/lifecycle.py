@@ -5,7 +5,7 @@ A :class:`Reaper` service wakes up every ``tick`` seconds and
 - deletes every sandbox whose ``expires_at`` has passed (as ``DELETE /admin/sandboxes/{id}``
   does: its servers stop, its secrets are erased, its tokens stop working);
 - stops the server processes of sandboxes no request has reached for ``idle_timeout``
-  seconds (``settings.idle_timeout``, or ``$MCP_GATEWAY_IDLE_TIMEOUT``). A server with a call
+  seconds (``settings.idle_timeout``: ``--idle-timeout`` or ``$MCP_GATEWAY_IDLE_TIMEOUT``). A server with a call
   in flight is left alone. The sandbox itself stays: the next request starts its servers again.
 """
 
@@ -14,25 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 
 from gateway.core.gateway import Gateway
 
 logger = logging.getLogger("gateway.lifecycle")
 
-IDLE_TIMEOUT_ENV = "MCP_GATEWAY_IDLE_TIMEOUT"
 MAX_TICK_SECONDS = 1.0
 
 
 def idle_timeout(gateway: Gateway) -> float:
     """Seconds without requests after which a sandbox's servers stop (0 or less: never)."""
-    value = os.environ.get(IDLE_TIMEOUT_ENV)
-    if value:
-        try:
-            return float(value)
-        except ValueError:
-            logger.warning("ignoring %s=%r: not a number of seconds", IDLE_TIMEOUT_ENV, value)
     return float(gateway.settings.idle_timeout)
 
 
