@@ -160,6 +160,16 @@ def _token_body(ttl: float | None, servers: list[str] | None, tools: list[str] |
     return body
 
 
+def _revoke_body(token: str | None, jti: str | None, sandbox: str | None) -> dict[str, Any]:
+    if token is not None:
+        if jti is not None or sandbox is not None:
+            raise ValueError("pass either a token, or jti= and sandbox=")
+        return {"token": token}
+    if jti is None or sandbox is None:
+        raise ValueError("pass a token, or both jti= and sandbox=")
+    return {"jti": jti, "sandbox": sandbox}
+
+
 def _info(data: dict[str, Any], mcp_url: str) -> dict[str, Any]:
     return {
         "id": data["id"],
@@ -253,6 +263,15 @@ class GatewayClient(_Base):
         path = f"/admin/sandboxes/{_quote(sandbox_id)}/token"
         return str(self._request("POST", path, _token_body(ttl, servers, tools))["mcp_token"])
 
+    def revoke_token(
+        self, token: str | None = None, *, jti: str | None = None, sandbox: str | None = None
+    ) -> dict[str, Any]:
+        """Refuse one token from now on: pass the token, or its ``jti`` and ``sandbox``.
+
+        Returns ``{"revoked": True, "sandbox", "jti", "until"}``.
+        """
+        return dict(self._request("POST", "/admin/tokens/revoke", _revoke_body(token, jti, sandbox)))
+
 
 class AsyncGatewayClient(_Base):
     """Asynchronous client of the admin API. Use with ``async with``, or call :meth:`aclose`."""
@@ -322,6 +341,12 @@ class AsyncGatewayClient(_Base):
         path = f"/admin/sandboxes/{_quote(sandbox_id)}/token"
         data = await self._request("POST", path, _token_body(ttl, servers, tools))
         return str(data["mcp_token"])
+
+    async def revoke_token(
+        self, token: str | None = None, *, jti: str | None = None, sandbox: str | None = None
+    ) -> dict[str, Any]:
+        """Refuse one token from now on: pass the token, or its ``jti`` and ``sandbox``."""
+        return dict(await self._request("POST", "/admin/tokens/revoke", _revoke_body(token, jti, sandbox)))
 
 
 def _quote(sandbox_id: str) -> str:

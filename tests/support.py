@@ -161,3 +161,28 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def sandbox_generation(gateway: RunningGateway, sandbox: str) -> str:
+    """The stored generation of a sandbox of a (running) gateway; its tokens carry it as ``gen``."""
+    from gateway.store.datadir import DataDir
+    from gateway.store.sandboxes import SandboxStore
+
+    data = DataDir.open(gateway.data_dir)
+    store = SandboxStore(data.database, data.secrets_key())
+    try:
+        generation = store.generation(sandbox)
+    finally:
+        store.close()
+    if generation is None:
+        raise LookupError(f"no sandbox {sandbox!r} in {gateway.data_dir}")
+    return generation
+
+
+def sandbox_token(gateway: RunningGateway, sandbox: str, ttl: int = 600, **claims: Any) -> str:
+    """A token for ``sandbox`` signed with the gateway's key, as ``mcp-gateway token`` mints it."""
+    from gateway.core.auth import TokenService
+    from gateway.store.datadir import DataDir
+
+    service = TokenService(DataDir.open(gateway.data_dir).signing_key(), gateway.url)
+    return service.mint(sandbox, ttl=ttl, generation=sandbox_generation(gateway, sandbox), **claims)

@@ -15,7 +15,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from gateway.core.auth import AuthError, TokenService
-from tests.support import RunningGateway, fixture_entry
+from tests.support import RunningGateway, fixture_entry, sandbox_generation
 
 CATALOG = {"fix": fixture_entry("--name", "fix"), "other": fixture_entry("--name", "other")}
 INIT = {
@@ -62,6 +62,7 @@ def claims(gateway: RunningGateway, **overrides: object) -> dict[str, object]:
         "iat": now,
         "exp": now + 600,
         "jti": "t1",
+        "gen": sandbox_generation(gateway, "default"),
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}

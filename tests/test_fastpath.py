@@ -21,11 +21,10 @@ from mcp_types import JSONRPCResponse
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from gateway.catalog.config import ServerSettings
-from gateway.core.auth import TokenService
 from gateway.downstream.fastpath import plain_result, sdk_result
 from gateway.store.datadir import DataDir
 from gateway.store.sandboxes import Sandbox, SandboxStore
-from tests.support import RunningGateway, fixture_entry, start_gateway
+from tests.support import RunningGateway, fixture_entry, sandbox_token, start_gateway
 
 CATALOG = {"fix": fixture_entry("--name", "fix")}
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -237,7 +236,7 @@ async def test_a_session_of_another_sandbox_answers_404_like_an_unknown_one(
     gateway: RunningGateway, http: httpx.AsyncClient
 ) -> None:
     fast, _ = await sessions(gateway, http)
-    other = TokenService(DataDir.open(gateway.data_dir).signing_key(), gateway.url).mint("other", ttl=600)
+    other = sandbox_token(gateway, "other")
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "fix__echo", "arguments": {}}}
     foreign = await fast.post(call, token=other)
     fast.session_id = "0" * 32
@@ -311,9 +310,7 @@ async def test_fast_calls_keep_their_session_from_expiring(tmp_path: Path, http:
 
 
 async def test_token_claims_narrow_fast_calls(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
-    narrow = TokenService(DataDir.open(gateway.data_dir).signing_key(), gateway.url).mint(
-        "default", ttl=600, tools=["fix__echo"]
-    )
+    narrow = sandbox_token(gateway, "default", tools=["fix__echo"])
     fast = await RawSession(http, gateway.url, narrow).open()
     allowed = await fast.call(1, "fix__echo", {"text": "ok"})
     refused = await fast.call(2, "fix__big", {"size": 3})

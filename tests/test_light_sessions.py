@@ -18,10 +18,9 @@ import orjson
 import pytest
 
 from gateway.catalog.config import ServerSettings
-from gateway.core.auth import TokenService
 from gateway.store.datadir import DataDir
 from gateway.store.sandboxes import Sandbox, SandboxStore
-from tests.support import RunningGateway, fixture_entry, start_gateway
+from tests.support import RunningGateway, fixture_entry, sandbox_token, start_gateway
 from tests.test_fastpath import JSON, SSE, RawSession
 
 Factory = Callable[..., RunningGateway]
@@ -206,7 +205,7 @@ async def test_delete_ends_a_light_session(gateway: RunningGateway, http: httpx.
 
 async def test_another_sandbox_cannot_use_a_light_session(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
     session = await RawSession(http, gateway.url, gateway.token).open()
-    other = TokenService(DataDir.open(gateway.data_dir).signing_key(), gateway.url).mint("other", ttl=600)
+    other = sandbox_token(gateway, "other")
     foreign = {**session.headers(), "Authorization": f"Bearer {other}"}
     assert (await session.post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, token=other)).status_code == 404
     assert (await http.get(gateway.url, headers={**foreign, "Accept": "text/event-stream"})).status_code == 404

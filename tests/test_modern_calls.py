@@ -14,9 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.core.auth import TokenService
-from gateway.store.datadir import DataDir
-from tests.support import RunningGateway, fixture_entry, start_gateway
+from tests.support import RunningGateway, fixture_entry, sandbox_token, start_gateway
 
 CATALOG = {"fix": fixture_entry("--name", "fix", "--routed-tool")}
 MODERN = "2026-07-28"
@@ -99,9 +97,7 @@ async def test_a_token_that_may_not_see_the_tool_gets_no_schema_check_but_no_cal
     gateway: RunningGateway, http: httpx.AsyncClient
 ) -> None:
     await warm(http, gateway)
-    narrow = TokenService(DataDir.open(gateway.data_dir).signing_key(), gateway.url).mint(
-        "default", ttl=600, tools=["fix__echo"]
-    )
+    narrow = sandbox_token(gateway, "default", tools=["fix__echo"])
     response = await call(http, gateway, {"region": "eu"}, "us", token=narrow)
     answer = reply(response)
     assert "result" not in answer or answer["result"].get("isError"), answer

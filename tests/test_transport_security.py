@@ -13,10 +13,9 @@ import httpx
 import pytest
 
 from gateway.catalog.config import ServerSettings
-from gateway.core.auth import TokenService
 from gateway.store.datadir import DataDir
 from gateway.store.sandboxes import Sandbox, SandboxStore
-from tests.support import RunningGateway, fixture_entry, start_gateway
+from tests.support import RunningGateway, fixture_entry, sandbox_token, start_gateway
 
 CATALOG = {"fix": fixture_entry("--name", "fix")}
 INIT = {
@@ -47,7 +46,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> RunningGateway:
 
 
 def token_for(gateway: RunningGateway, sandbox: str) -> str:
-    return TokenService(DataDir.open(gateway.data_dir).signing_key(), gateway.url).mint(sandbox, ttl=600)
+    return sandbox_token(gateway, sandbox)
 
 
 def open_session(gateway: RunningGateway, token: str | None = None) -> str:

@@ -162,6 +162,7 @@ def build_parser() -> Parser:
     token.add_argument("--servers", type=csv, help="narrow the token to these servers")
     token.add_argument("--tools", type=csv, help="narrow the token to tool names matching these globs")
     token.add_argument("--public-url", help=argparse.SUPPRESS)
+    with_module("gateway.cli.sandbox", lambda m: m.register_token_commands(token))
 
     catalog = commands.add_parser("catalog", help="list or show catalog entries")
     catalog_commands = catalog.add_subparsers(dest="catalog_command", metavar="list|show", parser_class=Parser)
@@ -303,15 +304,17 @@ def cmd_token(args: argparse.Namespace) -> int:
     check_sandbox_id(args.sandbox)
     data = DataDir.open(args.data_dir)
     audience = args.public_url or data.read_state().get("public_url") or "http://127.0.0.1:8811/mcp"
-    if args.sandbox != DEFAULT_SANDBOX:
-        store = SandboxStore(data.database, data.secrets_key())
-        try:
-            if store.get(args.sandbox) is None:
-                raise UserError(f"no sandbox {args.sandbox!r}; see: mcp-gateway sandbox list")
-        finally:
-            store.close()
+    store = SandboxStore(data.database, data.secrets_key())
+    try:
+        generation = store.generation(args.sandbox)  # the token is bound to this incarnation of the sandbox
+    finally:
+        store.close()
+    if generation is None:
+        if args.sandbox == DEFAULT_SANDBOX:
+            raise UserError("no default sandbox yet; start the gateway once with: mcp-gateway serve")
+        raise UserError(f"no sandbox {args.sandbox!r}; see: mcp-gateway sandbox list")
     tokens = TokenService(data.signing_key(), audience)
-    print(tokens.mint(args.sandbox, ttl=args.ttl, servers=args.servers, tools=args.tools))
+    print(tokens.mint(args.sandbox, ttl=args.ttl, servers=args.servers, tools=args.tools, generation=generation))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``mcp-gateway sandbox create | list | delete``: the admin API of a running gateway, from a shell.
+"""``mcp-gateway sandbox create | list | delete`` and ``mcp-gateway token revoke``: the admin API of a
+running gateway, from a shell.
 
 The gateway is found with ``--url`` or the data dir's ``gateway.json`` (what the last
 ``serve`` used); the admin key is ``--admin-key``, ``$MCP_GATEWAY_ADMIN_KEY`` or the data dir's
@@ -63,6 +64,19 @@ def register(commands: Any) -> None:
     delete.add_argument("id", metavar="ID")
     _connection_flags(delete)
     delete.set_defaults(handler=cmd_delete)
+
+
+def register_token_commands(token: argparse.ArgumentParser) -> None:
+    """``mcp-gateway token revoke``; plain ``mcp-gateway token`` (no action) still prints a token."""
+    actions = token.add_subparsers(dest="token_command", metavar="[revoke]", parser_class=type(token))
+    actions.required = False
+    revoke = actions.add_parser("revoke", help="refuse one token from now on (by the token, or --jti and --sandbox)")
+    revoke.add_argument("token", nargs="?", metavar="TOKEN", help="the token, or - to read it from standard input")
+    revoke.add_argument("--jti", help="the token's jti claim (with --sandbox), when the token is not at hand")
+    revoke.add_argument("--sandbox", dest="revoke_sandbox", metavar="ID", help="the sandbox of --jti")
+    revoke.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    _connection_flags(revoke)
+    revoke.set_defaults(handler=cmd_revoke)
 
 
 # -- finding the gateway ---------------------------------------------------------------------
@@ -177,4 +191,36 @@ def cmd_delete(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         raise _fail(exc) from None
     print(f"Deleted sandbox {args.id}", file=sys.stdout)
+    return 0
+
+
+def _token_argument(args: argparse.Namespace) -> str | None:
+    if args.token == "-":
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise SandboxCliError("no token on standard input")
+        return token
+    return str(args.token) if args.token is not None else None
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    token = _token_argument(args)
+    if (token is None) == (args.jti is None):
+        raise SandboxCliError("give the token to revoke (TOKEN, or - for standard input), or --jti with --sandbox")
+    if args.jti is not None and args.revoke_sandbox is None:
+        raise SandboxCliError("--jti needs --sandbox ID (the token's sandbox)")
+    if args.revoke_sandbox is not None:
+        if token is not None:
+            raise SandboxCliError("--sandbox goes with --jti; a TOKEN names its sandbox itself")
+        check_sandbox_id(args.revoke_sandbox)
+    try:
+        with _client(args) as client:
+            answer = client.revoke_token(token, jti=args.jti, sandbox=args.revoke_sandbox)
+    except GatewayError as exc:
+        raise _fail(exc) from None
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    until = f" (kept until {answer['until']})" if answer.get("until") else ""
+    print(f"Revoked token {answer['jti']} of sandbox {answer['sandbox']}{until}")
     return 0

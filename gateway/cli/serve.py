@@ -289,11 +289,11 @@ def run_gateway(
     previous = gateway.store.get(DEFAULT_SANDBOX)
     created = previous.created_at if previous else time.time()
     pinned = tuple(args.pin_tools or ())
-    gateway.store.put(
+    default = gateway.store.put(  # an update keeps its generation: earlier tokens stay valid
         Sandbox(DEFAULT_SANDBOX, servers, created_at=created, discovery=settings.discovery, pinned=pinned)
     )
     data.write_state({"public_url": settings.mcp_url, "host": settings.host, "port": settings.port, "pid": os.getpid()})
-    token = None if gateway.tokens.external else gateway.tokens.mint(DEFAULT_SANDBOX, ttl=DEFAULT_TOKEN_TTL)
+    token = None if gateway.tokens.external else gateway.mint_token(default, ttl=DEFAULT_TOKEN_TTL)
     if token:
         write_private(data.token_file, token + "\n")
 

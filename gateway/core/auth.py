@@ -4,6 +4,10 @@ Sandbox tokens are JWTs. By default the gateway signs them itself (HS256, the da
 signing key). An external issuer may be configured instead (a public key file or a JWKS URL,
 RS256/ES256/EdDSA). The accepted algorithms are fixed here, never read from the token, and
 header parameters that point at other keys (``jku``, ``x5u``, ``jwk``, ``x5c``) are refused.
+
+Tokens the gateway mints carry the generation of their sandbox (``gen``); whether it is still
+the live sandbox's, and whether the token's ``jti`` was revoked, is checked by the gateway
+(gateway.core.gateway) on every request, since both change while a token is valid.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ class Principal:
     tools: tuple[str, ...] | None = None
     token_id: str | None = None
     expires_at: float | None = None
+    # Set for tokens this gateway signed itself: the sandbox generation they were minted for
+    # ("" when the token has no ``gen`` claim). None for external-issuer tokens and the
+    # GATEWAY_ACCESS_TOKEN, which are not bound to one incarnation of a sandbox.
+    generation: str | None = None
 
     def may_use_server(self, server: str) -> bool:
         return self.servers is None or server in self.servers
@@ -114,7 +122,9 @@ class TokenService:
         ttl: int | None = DEFAULT_TTL,
         servers: Sequence[str] | None = None,
         tools: Sequence[str] | None = None,
+        generation: str | None = None,
     ) -> str:
+        """A token for ``sandbox``; ``generation`` is the sandbox's (see gateway.store.sandboxes)."""
         if self.external:
             raise ValueError("this gateway verifies tokens from an external issuer; it does not mint them")
         now = int(time.time())
@@ -132,6 +142,8 @@ class TokenService:
             claims["servers"] = list(servers)
         if tools is not None:
             claims["tools"] = list(tools)
+        if generation:
+            claims["gen"] = generation
         return jwt.encode(claims, self._signing_key, algorithm="HS256", headers={"typ": "JWT"})
 
     def _key_for(self, token: str, header: dict[str, Any]) -> tuple[Any, list[str]]:
@@ -148,8 +160,20 @@ class TokenService:
 
     def verify(self, token: str) -> Principal:
         """Check a bearer token and return the principal it names. Raises :class:`AuthError`."""
-        if self._access_token is not None and hmac.compare_digest(token.encode(), self._access_token.encode()):
+        if self.is_access_token(token):
             return Principal(sandbox=self._default_sandbox)
+        return self._decode(token, check_expiry=True)
+
+    def is_access_token(self, token: str) -> bool:
+        """The configured ``GATEWAY_ACCESS_TOKEN`` (compared in constant time)."""
+        return self._access_token is not None and hmac.compare_digest(token.encode(), self._access_token.encode())
+
+    def inspect(self, token: str) -> Principal:
+        """Like :meth:`verify` (signature, audience, issuer), but an expired token is still read:
+        revoking one that has just expired is harmless. The access token is not a JWT here."""
+        return self._decode(token, check_expiry=False)
+
+    def _decode(self, token: str, check_expiry: bool) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -165,7 +189,11 @@ class TokenService:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "sub", "aud", "iss"], "verify_signature": True},
+                options={
+                    "require": ["exp", "iat", "sub", "aud", "iss"],
+                    "verify_signature": True,
+                    "verify_exp": check_expiry,
+                },
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired") from None
@@ -182,12 +210,21 @@ class TokenService:
         sandbox = claims.get("sub")
         if not isinstance(sandbox, str) or not sandbox:
             raise AuthError("token subject must name a sandbox")
+        token_id = claims.get("jti")
+        if token_id is not None and not isinstance(token_id, str):
+            raise AuthError("the 'jti' claim must be a string")
+        generation: str | None = None
+        if not self.external:  # signed with this gateway's own key: bound to one sandbox incarnation
+            generation = claims.get("gen", "")
+            if not isinstance(generation, str):
+                raise AuthError("the 'gen' claim must be a string")
         return Principal(
             sandbox=sandbox,
             servers=_string_list(claims.get("servers"), "servers"),
             tools=_string_list(claims.get("tools"), "tools"),
-            token_id=claims.get("jti"),
+            token_id=token_id,
             expires_at=claims.get("exp"),
+            generation=generation,
         )
 
 

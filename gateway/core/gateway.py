@@ -30,6 +30,7 @@ from gateway.settings import Settings
 from gateway.store.datadir import DataDir
 from gateway.store.sandboxes import (
     DEFAULT_SANDBOX,
+    Revocation,
     Sandbox,
     SandboxStore,
     check_sandbox_id,
@@ -88,6 +89,9 @@ class Gateway:
         self._listeners: dict[str, set[Listener]] = {}
         self._last_used: dict[str, float] = {}
         self._expires: dict[str, float | None] = {}  # live routers' sandbox expiry
+        self._generations: dict[str, str] = {}  # live routers' sandbox generation
+        # (sandbox, jti) of revoked tokens, checked on every request (see revoke_token)
+        self._revoked: frozenset[tuple[str, str]] = self._load_revocations()
         self._background: set[asyncio.Task[Any]] = set()
         self.default_sandbox = DEFAULT_SANDBOX
         self.admin_key = ""
@@ -111,13 +115,42 @@ class Gateway:
         return principal
 
     def check_sandbox(self, principal: Principal) -> None:
-        """Raise :class:`AuthError` unless the principal's sandbox still exists (checked on every request)."""
-        if principal.sandbox in self._routers:
-            expires_at = self._expires.get(principal.sandbox)
+        """Raise :class:`AuthError` unless the principal's sandbox still exists, is the incarnation
+        the token was minted for, and the token is not revoked. Checked on every request (cheap for
+        a sandbox whose router is live: dictionary lookups only)."""
+        sandbox_id = principal.sandbox
+        if sandbox_id in self._routers:
+            expires_at = self._expires.get(sandbox_id)
             if expires_at is not None and time.time() >= expires_at:
                 raise AuthError("the token's sandbox has expired")
-        elif self.sandbox(principal.sandbox) is None:
+            generation = self._generations.get(sandbox_id, "")
+        else:
+            sandbox = self.sandbox(sandbox_id)
+            if sandbox is None:
+                raise AuthError("the token's sandbox does not exist (deleted or expired)")
+            generation = sandbox.generation
+        if principal.generation is not None and principal.generation != generation:
             raise AuthError("the token's sandbox does not exist (deleted or expired)")
+        if principal.token_id is not None and (sandbox_id, principal.token_id) in self._revoked:
+            raise AuthError("the token has been revoked")
+
+    def mint_token(self, sandbox: Sandbox, ttl: int | None, **claims: Any) -> str:
+        """A token for this incarnation of ``sandbox`` (its generation signed in as ``gen``)."""
+        return self.tokens.mint(sandbox.id, ttl=ttl, generation=sandbox.generation, **claims)
+
+    # -- revoked tokens ------------------------------------------------------------------
+
+    def _load_revocations(self) -> frozenset[tuple[str, str]]:
+        return frozenset((r.sandbox, r.jti) for r in self.store.revocations())
+
+    def revoke_token(self, sandbox_id: str, jti: str, expires_at: float | None) -> None:
+        """Refuse the token ``jti`` of ``sandbox_id`` from now on; kept (in the store, so across
+        restarts) until ``expires_at``, after which the token is refused for its age anyway."""
+        self.store.revoke(Revocation(sandbox_id, jti, expires_at))
+        self._revoked = self._load_revocations()  # also drops the entries past their expiry
+
+    def is_revoked(self, sandbox_id: str, jti: str) -> bool:
+        return (sandbox_id, jti) in self._revoked
 
     def create_sandbox(
         self,
@@ -137,6 +170,7 @@ class Gateway:
         existing = self.store.get(sandbox_id)
         if existing is not None and existing.expired:
             self.store.delete(sandbox_id)  # the reaper has not got to it yet
+            self._forget_router(sandbox_id)  # nor to its router, which serves the old incarnation
         now = time.time()
         sandbox = Sandbox(
             sandbox_id,
@@ -160,6 +194,7 @@ class Gateway:
         router = self._build_router(sandbox)
         self._routers[sandbox_id] = router
         self._expires[sandbox_id] = sandbox.expires_at
+        self._generations[sandbox_id] = sandbox.generation
         return router
 
     def _build_router(self, sandbox: Sandbox) -> SandboxRouter:
@@ -233,12 +268,23 @@ class Gateway:
         return launch
 
     async def drop_router(self, sandbox_id: str) -> None:
+        router = self._forget(sandbox_id)
+        if router is not None:
+            await router.stop()
+
+    def _forget(self, sandbox_id: str) -> SandboxRouter | None:
         router = self._routers.pop(sandbox_id, None)
         self._connections.pop(sandbox_id, None)
         self._expires.pop(sandbox_id, None)
+        self._generations.pop(sandbox_id, None)
         self._last_used.pop(sandbox_id, None)
+        return router
+
+    def _forget_router(self, sandbox_id: str) -> None:
+        """:meth:`drop_router` from synchronous code: forgotten now, its servers stopped in the background."""
+        router = self._forget(sandbox_id)
         if router is not None:
-            await router.stop()
+            self.spawn(router.stop())
 
     async def delete_sandbox(self, sandbox_id: str) -> bool:
         """Erase the sandbox first (so no request can rebuild its router), then stop its servers.

@@ -3,6 +3,11 @@
 A sandbox is an id, its enabled servers (with their config and secrets), its creation time
 and an optional expiry. Secret values are sealed with Fernet (the data dir's ``secrets.key``
 or ``MCP_GATEWAY_SECRETS_KEY``) and only ever opened in memory to start a server.
+
+Each sandbox also has a random *generation*, signed into every token minted for it (the ``gen``
+claim): deleting a sandbox and creating another under the same id gives a new generation, so
+the old tokens never work again. Single tokens revoked by their ``jti`` are kept here as well,
+until they would have expired anyway.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import secrets as pysecrets
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,9 @@ class Sandbox:
     expires_at: float | None = None
     discovery: str = "auto"
     pinned: tuple[str, ...] = ()  # tool-name globs always listed, even with discovery on
+    # This incarnation of the id; "" for sandboxes stored before generations existed, whose
+    # tokens carry no ``gen`` claim.
+    generation: str = field(default_factory=lambda: new_generation())
 
     @property
     def expired(self) -> bool:
@@ -76,6 +84,10 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+def new_generation() -> str:
+    return pysecrets.token_hex(8)
+
+
 def new_sandbox_id() -> str:
     return "sbx-" + pysecrets.token_hex(8)
 
@@ -95,6 +107,19 @@ def check_sandbox_id(value: object) -> str:
     return value
 
 
+COLUMNS = "id, servers, sealed, created_at, expires_at, discovery, pinned, generation"
+PLACEHOLDERS = ", ".join("?" * len(COLUMNS.split(", ")))
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One revoked token: its sandbox and ``jti``, kept until ``expires_at`` (None: for good)."""
+
+    sandbox: str
+    jti: str
+    expires_at: float | None
+
+
 class SandboxStore:
     """SQLite-backed, safe to use from the event loop (short, serialized transactions)."""
 
@@ -107,11 +132,17 @@ class SandboxStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, servers TEXT NOT NULL,"
             " sealed BLOB NOT NULL, created_at REAL NOT NULL, expires_at REAL, discovery TEXT NOT NULL,"
-            " pinned TEXT NOT NULL DEFAULT '[]')"
+            " pinned TEXT NOT NULL DEFAULT '[]', generation TEXT NOT NULL DEFAULT '')"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS revoked (sandbox TEXT NOT NULL, jti TEXT NOT NULL, expires_at REAL,"
+            " PRIMARY KEY (sandbox, jti))"
         )
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(sandboxes)")}
         if "pinned" not in columns:  # a database from before pinned tools
             self._db.execute("ALTER TABLE sandboxes ADD COLUMN pinned TEXT NOT NULL DEFAULT '[]'")
+        if "generation" not in columns:  # from before generations: existing sandboxes keep generation ""
+            self._db.execute("ALTER TABLE sandboxes ADD COLUMN generation TEXT NOT NULL DEFAULT ''")
         self._drop_invalid_ids()
         path.chmod(0o600)
 
@@ -128,7 +159,7 @@ class SandboxStore:
         return self._fernet.encrypt(json.dumps(payload).encode())
 
     def _open(self, row: tuple[Any, ...]) -> Sandbox:
-        sandbox_id, _names, sealed, created, expires, discovery, pinned = row
+        sandbox_id, _names, sealed, created, expires, discovery, pinned, generation = row
         try:
             payload = json.loads(self._fernet.decrypt(sealed))
         except InvalidToken:
@@ -136,7 +167,8 @@ class SandboxStore:
                 f"the secrets of sandbox {sandbox_id!r} cannot be decrypted: the secrets key has changed"
             ) from None
         servers = {name: ServerSettings.from_json(data) for name, data in payload.items()}
-        return Sandbox(sandbox_id, servers, created, expires, discovery, tuple(json.loads(pinned or "[]")))
+        pins = tuple(json.loads(pinned or "[]"))
+        return Sandbox(sandbox_id, servers, created, expires, discovery, pins, generation or "")
 
     def _row(self, sandbox: Sandbox) -> tuple[Any, ...]:
         names = json.dumps(sorted(sandbox.servers))
@@ -149,20 +181,31 @@ class SandboxStore:
             sandbox.expires_at,
             sandbox.discovery,
             pinned,
+            sandbox.generation,
         )
 
-    def put(self, sandbox: Sandbox) -> None:
-        """Store a sandbox, replacing one of the same id (``serve``'s default sandbox)."""
+    def put(self, sandbox: Sandbox) -> Sandbox:
+        """Store a sandbox, updating one of the same id (``serve``'s default sandbox).
+
+        An update keeps the stored generation, so the tokens already minted for the sandbox stay
+        valid; the answer is the sandbox as stored (with that generation).
+        """
         check_sandbox_id(sandbox.id)
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(sandbox))
+            row = self._db.execute("SELECT generation FROM sandboxes WHERE id = ?", (sandbox.id,)).fetchone()
+            if row is not None:
+                sandbox = replace(sandbox, generation=row[0] or "")
+            self._db.execute(
+                f"INSERT OR REPLACE INTO sandboxes ({COLUMNS}) VALUES ({PLACEHOLDERS})", self._row(sandbox)
+            )
+        return sandbox
 
     def create(self, sandbox: Sandbox) -> None:
         """Store a new sandbox; an existing id is an error."""
         check_sandbox_id(sandbox.id)
         with self._lock:
             try:
-                self._db.execute("INSERT INTO sandboxes VALUES (?, ?, ?, ?, ?, ?, ?)", self._row(sandbox))
+                self._db.execute(f"INSERT INTO sandboxes ({COLUMNS}) VALUES ({PLACEHOLDERS})", self._row(sandbox))
             except sqlite3.IntegrityError:
                 raise SandboxExists(f"sandbox {sandbox.id!r} already exists") from None
 
@@ -170,12 +213,12 @@ class SandboxStore:
         if not is_sandbox_id(sandbox_id):
             return None
         with self._lock:
-            row = self._db.execute("SELECT * FROM sandboxes WHERE id = ?", (sandbox_id,)).fetchone()
+            row = self._db.execute(f"SELECT {COLUMNS} FROM sandboxes WHERE id = ?", (sandbox_id,)).fetchone()
         return self._open(row) if row else None
 
     def all(self) -> list[Sandbox]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM sandboxes ORDER BY created_at").fetchall()
+            rows = self._db.execute(f"SELECT {COLUMNS} FROM sandboxes ORDER BY created_at").fetchall()
         return [self._open(row) for row in rows]
 
     def expired_ids(self, now: float | None = None) -> list[str]:
@@ -197,6 +240,31 @@ class SandboxStore:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._db.execute("VACUUM")
             return bool(cursor.rowcount)
+
+    def generation(self, sandbox_id: str) -> str | None:
+        """The stored generation of a sandbox (None: no such sandbox); no secrets are opened."""
+        if not is_sandbox_id(sandbox_id):
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT generation FROM sandboxes WHERE id = ?", (sandbox_id,)).fetchone()
+        return None if row is None else row[0] or ""
+
+    # -- revoked tokens ------------------------------------------------------------------
+
+    def revoke(self, revocation: Revocation) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO revoked (sandbox, jti, expires_at) VALUES (?, ?, ?)",
+                (revocation.sandbox, revocation.jti, revocation.expires_at),
+            )
+
+    def revocations(self, now: float | None = None) -> list[Revocation]:
+        """The revocations still in force; those past their expiry are deleted on the way."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._db.execute("DELETE FROM revoked WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+            rows = self._db.execute("SELECT sandbox, jti, expires_at FROM revoked").fetchall()
+        return [Revocation(*row) for row in rows]
 
     def close(self) -> None:
         with self._lock:

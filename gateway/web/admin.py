@@ -7,6 +7,8 @@ Routes (all need the admin key as ``Authorization: Bearer <admin key>``):
 - ``GET /admin/sandboxes`` -> ``{"sandboxes": [...]}``; ``GET /admin/sandboxes/{id}`` -> one
 - ``DELETE /admin/sandboxes/{id}`` -> 204
 - ``POST /admin/sandboxes/{id}/token`` ``{"ttl"?, "servers"?, "tools"?}`` -> ``{"mcp_token"}``
+- ``POST /admin/tokens/revoke`` ``{"token"}`` or ``{"jti", "sandbox"}`` -> ``{"revoked": true, ...}``
+  (gateway.web.revoke)
 
 Every error is ``{"error": code, "message": one line}`` with a 4xx status. Bodies are read
 with a hard size limit and never echoed back (they hold secrets).
@@ -159,7 +161,7 @@ def mint(gateway: Gateway, sandbox: Sandbox, ttl: float | None, **claims: Any) -
     if sandbox.expires_at is not None:
         lifetime = min(lifetime, sandbox.expires_at - time.time())
     try:
-        return gateway.tokens.mint(sandbox.id, ttl=max(1, math.ceil(lifetime)), **claims)
+        return gateway.mint_token(sandbox, ttl=max(1, math.ceil(lifetime)), **claims)
     except ValueError as exc:  # an external issuer: this gateway does not mint
         raise ApiError(409, "external_issuer", str(exc)) from None
 
@@ -292,11 +294,18 @@ def routes(gateway: Gateway) -> list[Route]:
     async def post_token(request: Request) -> Response:
         return await new_token(request, gateway, request.path_params["sandbox_id"])
 
+    async def post_revoke(request: Request) -> Response:
+        from gateway.web.revoke import revoke
+
+        return await revoke(request, gateway)
+
     collection = guarded(gateway, {"GET": get_collection, "POST": post_collection})
     one = guarded(gateway, {"GET": get_one, "DELETE": delete_one})
     token = guarded(gateway, {"POST": post_token})
+    revocation = guarded(gateway, {"POST": post_revoke})
     return [
         Route("/admin/sandboxes", endpoint=collection, methods=ANY_METHOD),
         Route("/admin/sandboxes/{sandbox_id}", endpoint=one, methods=ANY_METHOD),
         Route("/admin/sandboxes/{sandbox_id}/token", endpoint=token, methods=ANY_METHOD),
+        Route("/admin/tokens/revoke", endpoint=revocation, methods=ANY_METHOD),
     ]
