@@ -15,7 +15,12 @@ from typing import Any
 
 import yaml
 
-BUILTIN_CATALOG_DIR = Path(__file__).resolve().parent.parent.parent / "catalog"
+# An installed wheel holds the built-in catalog as gateway/catalog/builtin/ (pyproject.toml maps it
+# there); a source checkout has it at the top of the repository.
+_PACKAGED_CATALOG = Path(__file__).resolve().parent / "builtin"
+BUILTIN_CATALOG_DIR = (
+    _PACKAGED_CATALOG if _PACKAGED_CATALOG.is_dir() else Path(__file__).resolve().parent.parent.parent / "catalog"
+)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
