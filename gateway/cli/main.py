@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from gateway import __version__
 from gateway.catalog.entries import Catalog, CatalogError
-from gateway.store.datadir import DataDir
+from gateway.store.datadir import DataDir, restrict_umask
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -383,6 +383,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restrict_umask()  # what the gateway writes into the data dir is its owner's only
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None) or COMMANDS[args.command]

@@ -30,6 +30,16 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+def restrict_umask() -> int:
+    """Make every file and directory this process creates private to its owner, whatever the
+    umask it was started with (server logs, homes, audit files, the database's -wal/-shm).
+    The umask only ever loses bits here; the processes the gateway starts inherit it.
+    Returns the umask the process had before."""
+    before = os.umask(0o077)
+    os.umask(before | 0o077)
+    return before
+
+
 def _random_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii").rstrip("=")
 
@@ -52,8 +62,11 @@ class DataDir:
 
     @classmethod
     def open(cls, path: str | Path | None) -> DataDir:
+        """The data dir, created if need be; always mode 0700 (it holds keys, tokens and secrets)."""
         root = Path(path).expanduser() if path else default_data_dir()
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if root.stat().st_mode & 0o777 != 0o700:
+            root.chmod(0o700)
         return cls(root.resolve())
 
     @classmethod
@@ -65,6 +78,8 @@ class DataDir:
     def _key(self, name: str, generator: Any = _random_key) -> str:
         path = self.path / name
         if path.exists():
+            if path.stat().st_mode & 0o077:  # written by an older version or by hand: make it private
+                path.chmod(0o600)
             value = path.read_text(encoding="utf-8").strip()
             if value:
                 return value

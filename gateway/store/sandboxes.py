@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets as pysecrets
 import sqlite3
@@ -127,6 +128,8 @@ class SandboxStore:
         self.path = path
         self._fernet = Fernet(secrets_key.encode() if isinstance(secrets_key, str) else secrets_key)
         self._lock = threading.Lock()
+        # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the database's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
@@ -144,7 +147,9 @@ class SandboxStore:
         if "generation" not in columns:  # from before generations: existing sandboxes keep generation ""
             self._db.execute("ALTER TABLE sandboxes ADD COLUMN generation TEXT NOT NULL DEFAULT ''")
         self._drop_invalid_ids()
-        path.chmod(0o600)
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if file.exists():
+                file.chmod(0o600)
 
     def _drop_invalid_ids(self) -> None:
         """Erase sandboxes stored by older versions under ids the current rule refuses (``sbx_...``,
