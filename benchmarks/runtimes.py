@@ -38,13 +38,9 @@ FIXTURE = REPO / "tests" / "fixtures" / "fixture_server.py"
 
 async def runtime_available(runtime: str, runtimes: Runtimes) -> str | None:
     """None when the runtime works, else why not."""
-    if runtime == "bwrap":
-        probe = await runtimes.bwrap()
-        return None if probe.ok else probe.detail
-    if runtime == "container":
-        if await runtimes.engine() is None:
-            return "; ".join(p.detail for p in (await runtimes.engines()).values())
-    return None
+    chosen = {"host": runtimes.host, "bwrap": runtimes.bwrap, "container": runtimes.container}[runtime]
+    probe = await chosen.probe()
+    return None if probe.ok else probe.detail
 
 
 async def measure(runtime: str, data_dir: Path, starts: int, calls: int) -> dict[str, object]:
@@ -57,7 +53,7 @@ async def measure(runtime: str, data_dir: Path, starts: int, calls: int) -> dict
     if runtime == "container":
         from tests.images import python_image
 
-        engine = await runtimes.engine()
+        engine = await runtimes.container.engine()
         assert engine is not None
         raw = {"image": python_image.build(engine), "disableNetwork": True}
     entry = parse_entry("bench", raw)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.upstream.runtimes import ENGINES, Runtimes, detect_cgroups
+from gateway.upstream.runtimes import ENGINES, Runtimes
 
 
 @dataclass
@@ -46,11 +46,12 @@ class Report:
 async def diagnose(engine: str | None = None, data_dir: Path | None = None) -> Report:
     runtimes = Runtimes("auto", engine, data_dir or Path("."))
     report = Report()
-    report.checks.append(Check("host", True, "plain subprocess: no isolation (for development)"))
-    bwrap = await runtimes.bwrap()
+    host = await runtimes.host.probe()
+    report.checks.append(Check("host", host.ok, host.detail))
+    bwrap = await runtimes.bwrap.probe()
     report.checks.append(Check("bwrap", bwrap.ok, bwrap.detail))
     if bwrap.ok:
-        cgroups = detect_cgroups()
+        cgroups = runtimes.bwrap.cgroups()
         detail = (
             f"memory/cpus/pids limits through {cgroups.detail}"
             if cgroups.available
@@ -58,8 +59,9 @@ async def diagnose(engine: str | None = None, data_dir: Path | None = None) -> R
         )
         report.checks.append(Check("bwrap limits", cgroups.available, detail))
     for name in [engine] if engine else list(ENGINES):
-        probe = (await runtimes.engines())[name]
+        probe = (await runtimes.container.engines())[name]
         report.checks.append(Check(f"container ({name})", probe.ok, probe.detail))
-    report.auto, report.auto_why = await runtimes.default_runtime()
-    report.engine = await runtimes.engine()
+    auto, report.auto_why = await runtimes.default_runtime()
+    report.auto = auto.name
+    report.engine = await runtimes.container.engine()
     return report

@@ -452,7 +452,7 @@ class Gateway:
         try:
             runtimes = runtimes_for(self.settings.runtime, self.settings.container_engine, self.data.path)
             runtime, why = await runtimes.default_runtime()
-            line = f"Runtime: {runtime} ({why})"
+            line = f"Runtime: {runtime.name} ({why})"
         except Exception as exc:
             line = f"Runtime: could not probe ({exc})"
         print(line, flush=True)
