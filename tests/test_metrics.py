@@ -13,6 +13,8 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.core.gateway import CallRecord
+from gateway.features.metrics import Metrics
 from tests.support import RunningGateway, fixture_entry, free_port
 
 Factory = Callable[..., RunningGateway]
@@ -69,7 +71,7 @@ async def test_tool_calls_are_counted_by_sandbox_server_tool_and_outcome(gateway
     failed = {"server": "fx", "tool": "fx__fail", "outcome": "tool_error"}
     assert value(text, "mcp_gateway_tool_calls_total", **failed) == 1
     # An unknown name is never a label value: clients cannot mint label values.
-    assert value(text, "mcp_gateway_tool_calls_total", outcome="unknown_tool", tool="", server="") == 1
+    assert value(text, "mcp_gateway_tool_calls_total", outcome="unknown_tool", tool="unknown", server="unknown") == 1
     assert "fx__no_such_tool" not in text
 
 
@@ -200,3 +202,30 @@ def test_metrics_port_closes_when_the_gateway_stops(gateway_factory: Factory) ->
             return
         time.sleep(0.1)
     raise AssertionError("the metrics port still answers after the gateway stopped")
+
+
+@pytest.mark.parametrize("outcome", ["unknown_tool", "cancelled", "error"])
+def test_a_call_that_reached_no_known_tool_is_counted_under_unknown(outcome: str) -> None:
+    metrics = Metrics()
+    for n in range(3):
+        record = CallRecord(time=0.0, sandbox="default", session=None, tool=f"invented-{n}", args=[], outcome=outcome)
+        metrics.observe(record)
+    text = metrics.render().decode()
+    assert "invented" not in text
+    assert value(text, "mcp_gateway_tool_calls_total", tool="unknown", server="unknown", outcome=outcome) == 3
+
+
+async def test_the_series_of_a_deleted_sandbox_are_removed(gateway_factory: Factory) -> None:
+    gw = start_fx(gateway_factory)
+    with gw.admin() as admin:
+        created = admin.post("/admin/sandboxes", json={"mcp": {"fx": {}}}).json()
+    async with gw.client(created["mcp_token"]) as client:
+        await client.call_tool("fx__echo", {"text": "a"})
+    async with gw.client() as client:
+        await client.call_tool("fx__echo", {"text": "b"})
+    assert value(scrape(gw), "mcp_gateway_tool_calls_total", sandbox=created["id"]) == 1
+    with gw.admin() as admin:
+        assert admin.delete(f"/admin/sandboxes/{created['id']}").status_code == 204
+    text = scrape(gw)
+    assert f'sandbox="{created["id"]}"' not in text
+    assert value(text, "mcp_gateway_tool_calls_total", sandbox="default") == 1

@@ -96,6 +96,7 @@ class Gateway:
         self.default_sandbox = DEFAULT_SANDBOX
         self.admin_key = ""
         self.observers: list[Callable[[CallRecord], None]] = []
+        self.deletion_hooks: list[Callable[[str], None]] = []  # told the id of each deleted sandbox
         self.services: list[Service] = []
         # (sandbox, server, kind, definition) -> offer it? Set by the integrity feature.
         self.tool_admission: Callable[[str, str, str, dict[str, Any]], bool] | None = None
@@ -294,6 +295,11 @@ class Gateway:
         if not is_sandbox_id(sandbox_id) or not self.store.delete(sandbox_id):
             return False
         await self.drop_router(sandbox_id)
+        for hook in self.deletion_hooks:
+            try:
+                hook(sandbox_id)
+            except Exception:
+                logger.exception("a sandbox deletion hook failed")
         home = self.sandbox_home(sandbox_id)
         if home is not None and home.is_dir():
             await asyncio.to_thread(shutil.rmtree, home, True)

@@ -5,8 +5,11 @@ states, starts, restarts and crashes and the open sessions are read from the liv
 ``/metrics`` is scraped, so they are never stale and cost nothing between scrapes.
 
 Labels carry sandbox ids, server names, tool names the client sees, outcomes and fixed reason
-words: never a token, secret, argument value or free text from a client. A call to a tool that
-does not exist is counted under ``tool=""`` so a client cannot mint label values at will.
+words: never a token, secret, argument value or free text from a client. Only names of tools a
+sandbox's servers really offer become label values: a call to any other name (unknown, not
+visible to the token, cancelled or failed before it was routed) is counted under
+``server="unknown", tool="unknown"``, so a client cannot mint label values at will. The series of
+a deleted sandbox are removed with it (``forget_sandbox``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ REJECTION_REASONS = ("auth", "origin", "host", "size", "rate")
 OUTCOMES = ("ok", "tool_error", "error", "unknown_tool", "cancelled")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 MAX_LABEL_CHARS = 128
+UNKNOWN = "unknown"  # the server and tool label of a call that reached no known tool
 
 
 def _label(value: str | None) -> str:
@@ -142,24 +146,45 @@ class Metrics:
         )
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)  # present at 0 from the start
+        # sandbox -> (metric, label values) of each series it has, for forget_sandbox
+        self._series: dict[str, set[tuple[Any, tuple[str, ...]]]] = {}
+        self._series_lock = threading.Lock()
         if gateway is not None:
             self.registry.register(ServerCollector(gateway))
 
     def observe(self, record: CallRecord) -> None:
-        known = record.outcome != "unknown_tool"
-        sandbox, server = _label(record.sandbox), _label(record.server if known else None)
+        # record.server is only set when the name is a tool the sandbox's servers offer.
+        known = record.server is not None and record.outcome != "unknown_tool"
+        sandbox = _label(record.sandbox)
+        server = _label(record.server) if known else UNKNOWN
+        tool = _label(record.tool) if known else UNKNOWN
         outcome = record.outcome if record.outcome in OUTCOMES else "error"
-        tool = _label(record.tool if known else None)
-        self.calls.labels(sandbox, server, tool, outcome).inc()
-        total = record.duration_ms / 1000
-        self.call_seconds.labels(sandbox, server, outcome).observe(total)
-        upstream_ms = getattr(record, "upstream_ms", None)
-        if known and upstream_ms is not None:
-            upstream = min(upstream_ms / 1000, total)
-            self.upstream_seconds.labels(sandbox, server).observe(upstream)
-            self.gateway_seconds.labels(sandbox, server).observe(total - upstream)
-        if record.result_bytes:
-            self.result_bytes.labels(sandbox, server).inc(record.result_bytes)
+        with self._series_lock:
+            self._count(self.calls, sandbox, server, tool, outcome).inc()
+            total = record.duration_ms / 1000
+            self._count(self.call_seconds, sandbox, server, outcome).observe(total)
+            upstream_ms = getattr(record, "upstream_ms", None)
+            if known and upstream_ms is not None:
+                upstream = min(upstream_ms / 1000, total)
+                self._count(self.upstream_seconds, sandbox, server).observe(upstream)
+                self._count(self.gateway_seconds, sandbox, server).observe(total - upstream)
+            if record.result_bytes:
+                self._count(self.result_bytes, sandbox, server).inc(record.result_bytes)
+
+    def _count(self, metric: Any, sandbox: str, *labels: str) -> Any:
+        """``metric.labels(sandbox, *labels)``, remembered so the sandbox's series can be removed."""
+        values = (sandbox, *labels)
+        self._series.setdefault(sandbox, set()).add((metric, values))
+        return metric.labels(*values)
+
+    def forget_sandbox(self, sandbox_id: str) -> None:
+        """Remove every series of a deleted sandbox (its counts would otherwise stay forever)."""
+        with self._series_lock:
+            for metric, values in self._series.pop(_label(sandbox_id), set()):
+                try:
+                    metric.remove(*values)
+                except KeyError:
+                    pass
 
     def count_rejection(self, reason: str) -> None:
         self.rejections.labels(reason if reason in REJECTION_REASONS else "other").inc()

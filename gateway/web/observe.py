@@ -52,6 +52,7 @@ def install(gateway: Gateway) -> None:
     activate(metrics)
     audit = AuditLog(gateway.data.path / AUDIT_FILE)
     gateway.observers.append(metrics.observe)
+    gateway.deletion_hooks.append(metrics.forget_sandbox)
     gateway.observers.append(audit.observe)
     _state[id(gateway)] = (metrics, audit)
     gateway.services.append(_AuditCloser(audit))
