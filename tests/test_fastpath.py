@@ -1,8 +1,8 @@
-"""The fast path (gateway/downstream/fastpath.py): the same answers as the SDK path, and it steps aside when it must.
+"""Handshake-era calls (gateway/downstream/handshake.py): one path for every client shape.
 
-A session whose client declared ``sampling`` always takes the SDK path (the upstream could ask it
-something back), so the same call made on a plain session (fast path: ``application/json``) and on
-such a session (SDK path: ``text/event-stream``) must come back as the same JSON-RPC bytes.
+A client that declared ``sampling`` (an upstream may ask it something back) and one that declared
+nothing take the same path: the same call on each must come back as the same JSON-RPC bytes,
+``application/json`` unless progress, a log message or a server request goes out first.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import httpx
 import orjson
 import pytest
 from mcp_types import JSONRPCResponse
+from mcp_types.methods import serialize_server_result
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from gateway.catalog.config import ServerSettings
-from gateway.downstream.fastpath import plain_result, sdk_result
+from gateway.downstream.wire import plain_result, shaped
 from gateway.store.datadir import DataDir
 from gateway.store.sandboxes import Sandbox, SandboxStore
 from tests.support import RunningGateway, fixture_entry, sandbox_token, start_gateway
@@ -79,7 +80,6 @@ class RawSession:
         self.session_id = response.headers["mcp-session-id"]
         notified = await self.post_until_admitted({"jsonrpc": "2.0", "method": "notifications/initialized"})
         assert notified.status_code == 202
-        # tools/list reaches a handler, which makes the session known to the fast path.
         listed = await self.post_until_admitted({"jsonrpc": "2.0", "id": "list", "method": "tools/list"})
         assert listed.status_code == 200 and b'"tools"' in listed.content, listed.content
         return self
@@ -150,7 +150,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def sessions(gateway: RunningGateway, http: httpx.AsyncClient) -> tuple[RawSession, RawSession]:
-    """(fast, sdk): a plain session and one whose client declared sampling."""
+    """(plain, asking): a session that declared nothing and one whose client declared sampling."""
     fast = await RawSession(http, gateway.url, gateway.token).open()
     sdk = await RawSession(http, gateway.url, gateway.token, {"sampling": {}}).open()
     return fast, sdk
@@ -170,7 +170,7 @@ CASES: list[tuple[str, Any, str, dict[str, Any], dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("case", "request_id", "tool", "arguments", "params"), CASES, ids=[c[0] for c in CASES])
-async def test_fast_path_answers_byte_for_byte_like_the_sdk_path(
+async def test_a_client_that_may_be_asked_back_gets_the_same_bytes(
     gateway: RunningGateway,
     http: httpx.AsyncClient,
     case: str,
@@ -182,7 +182,7 @@ async def test_fast_path_answers_byte_for_byte_like_the_sdk_path(
     fast, sdk = await sessions(gateway, http)
     quick = await fast.call(request_id, tool, arguments, **params)
     slow = await sdk.call(request_id, tool, arguments, **params)
-    assert (quick.content_type, slow.content_type) == (JSON, SSE)
+    assert (quick.content_type, slow.content_type) == (JSON, JSON)
     assert quick.last == slow.last
 
 
@@ -192,43 +192,42 @@ async def test_upstream_log_messages_reach_the_client_before_the_result(
     fast, sdk = await sessions(gateway, http)
     quick = await fast.call(5, "fix__log", {"level": "warning", "message": TRICKY})
     slow = await sdk.call(5, "fix__log", {"level": "warning", "message": TRICKY})
-    assert quick.content_type == SSE  # the fast path switched to a stream for the log message
+    assert quick.content_type == slow.content_type == SSE  # the answer became a stream for the log message
     assert quick.messages == slow.messages
     assert orjson.loads(quick.messages[0])["method"] == "notifications/message"
 
 
 @pytest.mark.parametrize("token", ["p-1", 7])
-async def test_progress_reaches_the_client_before_the_result_like_the_sdk_path(
+async def test_progress_reaches_the_client_before_the_result(
     gateway: RunningGateway, http: httpx.AsyncClient, token: Any
 ) -> None:
     fast, sdk = await sessions(gateway, http)
     quick = await fast.call(3, "fix__progress", {"steps": 2}, _meta={"progressToken": token})
     slow = await sdk.call(3, "fix__progress", {"steps": 2}, _meta={"progressToken": token})
-    assert quick.content_type == SSE  # the fast path switched to a stream for the progress
+    assert quick.content_type == slow.content_type == SSE  # the answer became a stream for the progress
     assert quick.messages == slow.messages
     progress = [orjson.loads(m) for m in quick.messages[:-1]]
     assert [(p["params"]["progressToken"], p["params"]["progress"]) for p in progress] == [(token, 1), (token, 2)]
     assert quick.reply()["result"]["content"][0]["text"] == "done"
 
 
-async def test_a_call_with_an_odd_progress_token_takes_the_sdk_path(
+async def test_a_call_with_a_progress_token_of_the_wrong_type_is_refused(
     gateway: RunningGateway, http: httpx.AsyncClient
 ) -> None:
-    fast, sdk = await sessions(gateway, http)
-    quick = await fast.call(4, "fix__progress", {"steps": 1}, _meta={"progressToken": 1.5})
-    slow = await sdk.call(4, "fix__progress", {"steps": 1}, _meta={"progressToken": 1.5})
-    assert quick.messages == slow.messages  # whatever the SDK makes of it, both paths say the same
+    fast, _ = await sessions(gateway, http)
+    answer = await fast.call(4, "fix__progress", {"steps": 1}, _meta={"progressToken": 1.5})
+    assert answer.content_type == JSON
+    assert answer.reply()["error"]["code"] == -32602
 
 
-async def test_other_requests_take_the_sdk_path(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+async def test_an_upstream_error_leaves_the_session_serving(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
     fast, _ = await sessions(gateway, http)
     read = {"jsonrpc": "2.0", "id": 4, "method": "resources/read", "params": {"uri": "fix://nothing"}}
     answer = await fast.request(read)
-    assert answer.content_type == SSE
+    assert answer.content_type == JSON
     assert answer.reply()["error"]["code"] < 0
-    # The session is the SDK's from now on (gateway/downstream/sessions.py): its lists come from the SDK too.
     listed = await fast.request({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
-    assert listed.content_type == SSE
+    assert listed.content_type == JSON
     assert "fix__echo" in {t["name"] for t in listed.reply()["result"]["tools"]}
 
 
@@ -245,9 +244,7 @@ async def test_a_session_of_another_sandbox_answers_404_like_an_unknown_one(
     assert foreign.content == unknown.content
 
 
-async def test_the_client_cancelling_a_call_stops_it_like_the_sdk_does(
-    gateway: RunningGateway, http: httpx.AsyncClient
-) -> None:
+async def test_the_client_cancelling_a_call_stops_it(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
     fast, sdk = await sessions(gateway, http)
     answers = []
     for session in (fast, sdk):
@@ -259,12 +256,12 @@ async def test_the_client_cancelling_a_call_stops_it_like_the_sdk_does(
         answer = await asyncio.wait_for(call, 20)
         assert time.monotonic() - started < 20
         answers.append(answer)
-    assert answers[0].content_type == JSON
+    assert answers[0].content_type == answers[1].content_type == JSON
     assert answers[0].last == answers[1].last
     assert answers[0].reply()["error"]["code"] == -32800
 
 
-async def test_the_request_limit_applies_to_fast_calls(tmp_path: Path, http: httpx.AsyncClient) -> None:
+async def test_the_request_limit_applies_to_calls(tmp_path: Path, http: httpx.AsyncClient) -> None:
     gw = start_gateway(
         ["--servers", "fix", "--runtime", "host", "--max-concurrent-requests", "1"],
         workdir=tmp_path,
@@ -290,7 +287,7 @@ async def test_the_request_limit_applies_to_fast_calls(tmp_path: Path, http: htt
         gw.stop()
 
 
-async def test_fast_calls_keep_their_session_from_expiring(tmp_path: Path, http: httpx.AsyncClient) -> None:
+async def test_calls_keep_their_session_from_expiring(tmp_path: Path, http: httpx.AsyncClient) -> None:
     # --idle-timeout 1: sessions expire after 2 s with no request in flight.
     gw = start_gateway(
         ["--servers", "fix", "--runtime", "host", "--idle-timeout", "1"], workdir=tmp_path, catalog=CATALOG
@@ -309,7 +306,7 @@ async def test_fast_calls_keep_their_session_from_expiring(tmp_path: Path, http:
         gw.stop()
 
 
-async def test_token_claims_narrow_fast_calls(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+async def test_token_claims_narrow_calls(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
     narrow = sandbox_token(gateway, "default", tools=["fix__echo"])
     fast = await RawSession(http, gateway.url, narrow).open()
     allowed = await fast.call(1, "fix__echo", {"text": "ok"})
@@ -329,11 +326,13 @@ PLAIN_RESULTS = [
 
 @pytest.mark.parametrize("version", HANDSHAKE_PROTOCOL_VERSIONS)
 @pytest.mark.parametrize("result", PLAIN_RESULTS)
-def test_plain_results_are_written_as_the_sdk_writes_them(version: str, result: dict[str, Any]) -> None:
+def test_plain_results_are_written_as_the_protocol_types_write_them(version: str, result: dict[str, Any]) -> None:
     for request_id in (7, "7", "x"):
         fast = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": plain_result(result)})
-        sdk = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=sdk_result(result, version))
+        surface = serialize_server_result("tools/call", version, {"isError": False, **result})
+        sdk = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=surface)
         assert fast == sdk.model_dump_json(by_alias=True, exclude_unset=True).encode()
+        assert shaped("tools/call", version, result) == surface
 
 
 @pytest.mark.parametrize(
@@ -346,5 +345,5 @@ def test_plain_results_are_written_as_the_sdk_writes_them(version: str, result: 
         {"content": [{"type": "text", "text": "a"}], "_meta": {}},
     ],
 )
-def test_other_results_go_through_the_sdk_serializer(result: dict[str, Any]) -> None:
+def test_other_results_go_through_the_protocol_types(result: dict[str, Any]) -> None:
     assert plain_result(result) is None

@@ -1,14 +1,13 @@
-"""Light sessions (gateway/downstream/sessions.py, light.py): the SDK's answers without the SDK's session.
+"""Handshake-era sessions (gateway/downstream/handshake.py, store.py): opening, serving, ending.
 
-A session opens light; the light path answers ``initialize``, notifications, ``ping`` and the four
-lists itself. Anything else hands the session to the SDK under the same id (its ``initialize``
-replayed), so each light answer is compared here with the SDK's answer to the same request on a
-session that was handed over first.
+The answers are the ones the ``mcp`` SDK's server gave (recorded here where their exact shape
+matters: ``initialize``), on one path for every request of a session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from gateway import __version__
 from gateway.catalog.config import ServerSettings
 from gateway.store.datadir import DataDir
 from gateway.store.sandboxes import Sandbox, SandboxStore
@@ -40,31 +40,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> RunningGateway:
     gw.stop()
 
 
-@pytest.fixture(scope="module")
-def sdk_gateway(tmp_path_factory: pytest.TempPathFactory) -> RunningGateway:
-    """The same gateway with light sessions off: every session is the SDK's from its initialize."""
-    gw = start_gateway(
-        ["--servers", "fix", "--runtime", "host"],
-        workdir=tmp_path_factory.mktemp("sdk"),
-        catalog=CATALOG,
-        env={"MCP_GATEWAY_LIGHT_SESSIONS": "0"},
-    )
-    yield gw
-    gw.stop()
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=60) as client:
         yield client
-
-
-async def handed_over(gateway: RunningGateway, http: httpx.AsyncClient) -> RawSession:
-    """A session that the SDK serves: prompts/get is not the light path's."""
-    session = await RawSession(http, gateway.url, gateway.token).open()
-    answer = await session.request(HAND_OVER)
-    assert answer.content_type == SSE and answer.reply()["result"]["messages"]
-    return session
 
 
 INIT = {
@@ -75,75 +54,116 @@ INIT = {
 }
 
 
-async def initialize(http: httpx.AsyncClient, gateway: RunningGateway, message: dict[str, Any]) -> httpx.Response:
+async def initialize(http: httpx.AsyncClient, gateway: RunningGateway, message: Any) -> httpx.Response:
     headers = {k: v for k, v in RawSession(http, gateway.url, gateway.token).headers().items()}
     del headers["MCP-Protocol-Version"]
     return await http.post(gateway.url, content=orjson.dumps(message), headers=headers)
 
 
-def sse_reply(response: httpx.Response) -> dict[str, Any]:
-    data = [line[6:] for line in response.content.splitlines() if line.startswith(b"data: ") and line[6:].strip()]
-    return orjson.loads(data[-1])
+SERVER_CAPABILITIES = {
+    "completions": {},
+    "logging": {},
+    "prompts": {"listChanged": True},
+    "resources": {"listChanged": True, "subscribe": True},
+    "tools": {"listChanged": True},
+}
 
 
-@pytest.mark.parametrize("version", ["2025-06-18", "2025-11-25", "1999-01-01"])
-async def test_initialize_is_answered_as_the_sdk_answers_it(
-    gateway: RunningGateway, sdk_gateway: RunningGateway, http: httpx.AsyncClient, version: str
+@pytest.mark.parametrize(
+    ("version", "negotiated"),
+    [
+        ("2025-03-26", "2025-03-26"),
+        ("2025-06-18", "2025-06-18"),
+        ("2025-11-25", "2025-11-25"),
+        ("1999-01-01", "2025-11-25"),
+    ],
+)
+async def test_initialize_is_answered_as_the_sdk_answered_it(
+    gateway: RunningGateway, http: httpx.AsyncClient, version: str, negotiated: str
 ) -> None:
     message = {**INIT, "params": {**INIT["params"], "protocolVersion": version}}
-    light = await initialize(http, gateway, message)
-    sdk = await initialize(http, sdk_gateway, message)
-    assert light.status_code == sdk.status_code == 200
-    assert light.headers["content-type"] == JSON
-    assert len(light.headers["mcp-session-id"]) == len(sdk.headers["mcp-session-id"]) == 32
-    assert light.json() == sse_reply(sdk)
-    assert light.json()["result"]["serverInfo"]["name"] == "mcp-sandbox-gateway"
+    answer = await initialize(http, gateway, message)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == JSON
+    assert re.fullmatch("[0-9a-f]{32}", answer.headers["mcp-session-id"])
+    assert answer.json() == {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "result": {
+            "capabilities": SERVER_CAPABILITIES,
+            "instructions": "Tools of several MCP servers, named <server>__<tool>.",
+            "protocolVersion": negotiated,
+            "serverInfo": {"name": "mcp-sandbox-gateway", "version": __version__},
+        },
+    }
 
 
 @pytest.mark.parametrize(
-    "message",
+    ("message", "status", "code"),
     [
-        {**INIT, "params": {"capabilities": {}}},
-        {**INIT, "params": {**INIT["params"], "capabilities": []}},
-        {**INIT, "id": None},
-        {**INIT, "jsonrpc": "1.0"},
+        ({**INIT, "params": {"capabilities": {}}}, 200, -32602),
+        ({**INIT, "params": {**INIT["params"], "capabilities": []}}, 200, -32602),
+        ({**INIT, "id": None}, 400, -32600),
+        ({**INIT, "jsonrpc": "1.0"}, 400, -32600),
+        ([INIT], 400, -32600),
     ],
-    ids=["no version", "capabilities not an object", "null id", "not JSON-RPC 2.0"],
+    ids=["no version", "capabilities not an object", "null id", "not JSON-RPC 2.0", "a batch"],
 )
-async def test_a_malformed_initialize_gets_the_sdks_error(
-    gateway: RunningGateway, sdk_gateway: RunningGateway, http: httpx.AsyncClient, message: dict[str, Any]
+async def test_a_malformed_initialize_gets_a_json_rpc_error_and_no_session(
+    gateway: RunningGateway, http: httpx.AsyncClient, message: Any, status: int, code: int
 ) -> None:
-    light = await initialize(http, gateway, message)
-    sdk = await initialize(http, sdk_gateway, message)
-    assert light.status_code == sdk.status_code
-    assert light.content == sdk.content
+    answer = await initialize(http, gateway, message)
+    assert answer.status_code == status
+    assert answer.json()["error"]["code"] == code
+    assert "mcp-session-id" not in answer.headers
+
+
+async def test_a_body_that_is_not_json_is_a_parse_error(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+    headers = RawSession(http, gateway.url, gateway.token).headers()
+    answer = await http.post(gateway.url, content=b"{nope", headers=headers)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == -32700
+
+
+async def test_a_request_without_a_session_is_refused(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+    answer = await RawSession(http, gateway.url, gateway.token).post(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == "Bad Request: Missing session ID"
 
 
 @pytest.mark.parametrize(
-    "message",
+    ("message", "check"),
     [
-        {"jsonrpc": "2.0", "id": 7, "method": "tools/list"},
-        {"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {"cursor": "ignored"}},
-        {"jsonrpc": "2.0", "id": "p", "method": "prompts/list", "params": {}},
-        {"jsonrpc": "2.0", "id": 8, "method": "resources/list"},
-        {"jsonrpc": "2.0", "id": 9, "method": "resources/templates/list"},
-        {"jsonrpc": "2.0", "id": 10, "method": "ping"},
-        {"jsonrpc": "2.0", "id": 11, "method": "logging/setLevel", "params": {"level": "notice"}},
+        ({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}, lambda r: "fix__echo" in {t["name"] for t in r["tools"]}),
+        ({"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {"cursor": "x"}}, lambda r: "tools" in r),
+        ({"jsonrpc": "2.0", "id": "p", "method": "prompts/list", "params": {}}, lambda r: "fix__plain" in str(r)),
+        ({"jsonrpc": "2.0", "id": 8, "method": "resources/list"}, lambda r: isinstance(r["resources"], list)),
+        ({"jsonrpc": "2.0", "id": 9, "method": "resources/templates/list"}, lambda r: "resourceTemplates" in r),
+        ({"jsonrpc": "2.0", "id": 10, "method": "ping"}, lambda r: r == {}),
+        ({"jsonrpc": "2.0", "id": 11, "method": "logging/setLevel", "params": {"level": "notice"}}, lambda r: r == {}),
     ],
     ids=["tools", "tools with cursor", "prompts", "resources", "templates", "ping", "log level"],
 )
-async def test_light_answers_equal_the_sdks(
-    gateway: RunningGateway, http: httpx.AsyncClient, message: dict[str, Any]
+async def test_session_requests_are_answered_as_json(
+    gateway: RunningGateway, http: httpx.AsyncClient, message: dict[str, Any], check: Any
 ) -> None:
-    light = await RawSession(http, gateway.url, gateway.token).open()
-    sdk = await handed_over(gateway, http)
-    quick = await light.request(message)
-    slow = await sdk.request(message)
-    assert (quick.content_type, slow.content_type) == (JSON, SSE)
-    assert quick.reply() == slow.reply()
+    session = await RawSession(http, gateway.url, gateway.token).open()
+    answer = await session.request(message)
+    assert answer.content_type == JSON
+    reply = answer.reply()
+    assert reply["id"] == message["id"]
+    assert check(reply["result"]), reply
 
 
-async def test_a_log_level_set_on_a_light_session_holds_before_and_after_the_handover(
+async def test_an_unknown_method_is_method_not_found(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+    session = await RawSession(http, gateway.url, gateway.token).open()
+    reply = (await session.request({"jsonrpc": "2.0", "id": 1, "method": "foo/bar"})).reply()
+    assert reply["error"] == {"code": -32601, "message": "Method not found", "data": "foo/bar"}
+
+
+async def test_a_log_level_set_on_a_session_holds_for_its_calls(
     gateway: RunningGateway, http: httpx.AsyncClient
 ) -> None:
     session = await RawSession(http, gateway.url, gateway.token).open()
@@ -154,47 +174,38 @@ async def test_a_log_level_set_on_a_light_session_holds_before_and_after_the_han
     assert quiet.content_type == JSON  # no log message: nothing to stream
     loud = await session.call(3, "fix__log", {"level": "error", "message": "at the level"})
     assert [orjson.loads(m).get("method") for m in loud.messages] == ["notifications/message", None]
-    assert (await session.request(HAND_OVER)).content_type == SSE  # the SDK's session now
-    for call_id in (4, 5):  # the first call may still take the SDK path, the next one the fast path
-        after = await session.call(call_id, "fix__log", {"level": "warning", "message": "below the level"})
-        assert [orjson.loads(m).get("method") for m in after.messages] == [None]  # the level was replayed
 
 
-async def test_malformed_list_params_get_the_sdks_error(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
-    light = await RawSession(http, gateway.url, gateway.token).open()
-    sdk = await handed_over(gateway, http)
-    bad = {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"cursor": 5}}
-    assert (await light.request(bad)).reply() == (await sdk.request(bad)).reply()
-    assert (await light.request(bad)).reply()["error"]["code"] == -32602
-
-
-async def test_a_handed_over_session_keeps_its_id_and_serves_everything(
-    gateway: RunningGateway, http: httpx.AsyncClient
-) -> None:
+async def test_malformed_list_params_are_invalid_params(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
     session = await RawSession(http, gateway.url, gateway.token).open()
-    session_id = session.session_id
-    prompt = {"jsonrpc": "2.0", "id": 1, "method": "prompts/get", "params": {"name": "fix__plain"}}
-    got = await session.request(prompt)  # not the light path's: the session is handed to the SDK
-    assert got.content_type == SSE
+    bad = {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"cursor": 5}}
+    assert (await session.request(bad)).reply()["error"] == {
+        "code": -32602,
+        "message": "Invalid request parameters",
+        "data": "",
+    }
+
+
+async def test_one_session_serves_prompts_and_calls(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+    session = await RawSession(http, gateway.url, gateway.token).open()
+    got = await session.request(HAND_OVER)
+    assert got.content_type == JSON
     assert got.reply()["result"]["messages"], got.reply()
-    assert session.session_id == session_id
     echoed = await session.call(2, "fix__echo", {"text": "after"})
-    assert echoed.content_type == JSON  # the fast path serves the SDK's session too
+    assert echoed.content_type == JSON
     assert echoed.reply()["result"]["structuredContent"] == {"text": "after"}
 
 
-async def test_a_client_that_may_be_asked_back_is_handed_over_on_its_first_call(
+async def test_a_client_that_may_be_asked_back_gets_json_when_nothing_is_asked(
     gateway: RunningGateway, http: httpx.AsyncClient
 ) -> None:
     session = await RawSession(http, gateway.url, gateway.token, {"sampling": {}}).open()
-    listed = await session.request({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-    assert listed.content_type == JSON  # lists stay light
     echoed = await session.call(2, "fix__echo", {"text": "x"})
-    assert echoed.content_type == SSE  # the call needs the SDK's request channel
+    assert echoed.content_type == JSON
     assert echoed.reply()["result"]["structuredContent"] == {"text": "x"}
 
 
-async def test_delete_ends_a_light_session(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+async def test_delete_ends_a_session(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
     session = await RawSession(http, gateway.url, gateway.token).open()
     deleted = await http.delete(gateway.url, headers=session.headers())
     assert deleted.status_code == 200
@@ -203,7 +214,7 @@ async def test_delete_ends_a_light_session(gateway: RunningGateway, http: httpx.
     assert after.json()["error"]["message"] == "Session not found"
 
 
-async def test_another_sandbox_cannot_use_a_light_session(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+async def test_another_sandbox_cannot_use_a_session(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
     session = await RawSession(http, gateway.url, gateway.token).open()
     other = sandbox_token(gateway, "other")
     foreign = {**session.headers(), "Authorization": f"Bearer {other}"}
@@ -224,7 +235,7 @@ async def read_events(response: httpx.Response, queue: asyncio.Queue[dict[str, A
     await queue.put(None)
 
 
-async def test_the_event_stream_carries_list_changes_and_outlives_the_handover(
+async def test_the_event_stream_carries_list_changes_and_is_one_per_session(
     gateway: RunningGateway, http: httpx.AsyncClient
 ) -> None:
     session = await RawSession(http, gateway.url, gateway.token).open()
@@ -239,14 +250,10 @@ async def test_the_event_stream_carries_list_changes_and_outlives_the_handover(
         assert second.status_code == 409  # one stream per session, as the SDK allows
         assert "error" not in (await session.call(1, "fix__change_tools", {})).reply()
         assert await asyncio.wait_for(events.get(), 30) == changed
-        await session.request(HAND_OVER)  # hands the session to the SDK, with this stream
-        assert "error" not in (await session.call(2, "fix__change_tools", {})).reply()
-        assert await asyncio.wait_for(events.get(), 30) == changed  # the same stream, now the SDK's
-        assert (await http.get(gateway.url, headers=headers)).status_code == 409
         reader.cancel()
 
 
-async def test_a_light_session_expires_when_idle(gateway_factory: Factory, http: httpx.AsyncClient) -> None:
+async def test_a_session_expires_when_idle(gateway_factory: Factory, http: httpx.AsyncClient) -> None:
     # --idle-timeout 1: sessions expire after 2 s with no request in flight.
     gw = gateway_factory(["--servers", "fix", "--runtime", "host", "--idle-timeout", "1"], catalog=CATALOG)
     session = await RawSession(http, gw.url, gw.token).open()
@@ -261,10 +268,10 @@ async def test_a_light_session_expires_when_idle(gateway_factory: Factory, http:
     assert status == 404
 
 
-async def test_the_session_limit_counts_light_sessions(gateway_factory: Factory, http: httpx.AsyncClient) -> None:
+async def test_the_session_limit_refuses_new_sessions(gateway_factory: Factory, http: httpx.AsyncClient) -> None:
     gw = gateway_factory(["--servers", "fix", "--runtime", "host", "--max-sessions", "2"], catalog=CATALOG)
     await RawSession(http, gw.url, gw.token).open()
-    await handed_over(gw, http)
+    await RawSession(http, gw.url, gw.token).open()
     refused = await initialize(http, gw, INIT)
     assert refused.status_code == 503
     assert refused.headers["retry-after"]

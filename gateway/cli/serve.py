@@ -163,6 +163,7 @@ class GatewayUvicorn(uvicorn.Server):
         super().__init__(config)
         self.gateway = gateway
         self.on_ready = on_ready
+        self.endpoint = getattr(getattr(config.app, "state", None), "mcp", None)  # McpEndpoint
         _sse_drain(automatic=False)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -188,7 +189,8 @@ class GatewayUvicorn(uvicorn.Server):
             for server in router.servers.values()
             if server.connection is not None and not server.connection.closed
         )
-        return upstream > 0 or active_requests(self.gateway) > 0
+        handshake = self.endpoint.active_requests() if self.endpoint is not None else 0
+        return upstream > 0 or active_requests(self.gateway) > 0 or handshake > 0
 
     def abort_calls(self) -> None:
         for router in list(self.gateway.live_routers().values()):
@@ -216,6 +218,8 @@ class GatewayUvicorn(uvicorn.Server):
                 await asyncio.sleep(0.1)
         finally:
             _sse_drain(now=True)  # end the idle event streams (GET /mcp) too
+            if self.endpoint is not None:
+                self.endpoint.end_streams()
 
 
 def _sse_drain(automatic: bool | None = None, now: bool = False) -> None:
@@ -227,9 +231,6 @@ def _sse_drain(automatic: bool | None = None, now: bool = False) -> None:
         AppStatus.disable_automatic_graceful_drain()
     if now:
         AppStatus.should_exit = True
-        from gateway.downstream.light import end_streams
-
-        end_streams()  # and the light sessions' event streams (gateway/downstream/light.py)
 
 
 def serve(args: argparse.Namespace) -> int:

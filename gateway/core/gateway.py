@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-from mcp.shared.exceptions import MCPError
 
 from gateway.catalog.config import ServerSettings, parse_mcp_config
 from gateway.catalog.entries import Catalog, CatalogEntry, CatalogError
@@ -87,6 +86,9 @@ class Gateway:
         self._routers: dict[str, SandboxRouter] = {}
         self._connections: dict[str, weakref.WeakSet[Any]] = {}
         self._listeners: dict[str, set[Listener]] = {}
+        self._session_listeners: dict[str, Listener] = {}  # session id -> its client-facing channel
+        # Sessions per sandbox, from the client-facing session store (set where the app is assembled).
+        self.session_counts: Callable[[], dict[str, int]] | None = None
         self._last_used: dict[str, float] = {}
         self._expires: dict[str, float | None] = {}  # live routers' sandbox expiry
         self._generations: dict[str, str] = {}  # live routers' sandbox generation
@@ -191,7 +193,7 @@ class Gateway:
             return router
         sandbox = self.sandbox(sandbox_id)
         if sandbox is None:
-            raise MCPError(INVALID_PARAMS, "this sandbox no longer exists")
+            raise UpstreamError("this sandbox no longer exists", INVALID_PARAMS)
         router = self._build_router(sandbox)
         self._routers[sandbox_id] = router
         self._expires[sandbox_id] = sandbox.expires_at
@@ -241,6 +243,7 @@ class Gateway:
             await self.notify_list_changed(sandbox.id, kind)
 
         router = SandboxRouter(sandbox.id, servers, prefixes, redactor, on_list_changed=notify_sessions)
+        router.notify_session = self.notify_session
         if self.tool_admission is not None:
             admission = self.tool_admission
             router.admit = lambda server, kind, definition: admission(sandbox.id, server, kind, definition)
@@ -319,8 +322,12 @@ class Gateway:
         return self._routers
 
     def open_sessions(self) -> dict[str, int]:
-        """MCP sessions per sandbox that are still connected (those that listed or called something)."""
-        return {sandbox: len(conns) for sandbox, conns in list(self._connections.items()) if len(conns)}
+        """MCP sessions per sandbox: the session store's, and connections of the SDK's still tracked."""
+        counts = dict(self.session_counts()) if self.session_counts is not None else {}
+        for sandbox, conns in list(self._connections.items()):
+            if len(conns):
+                counts[sandbox] = counts.get(sandbox, 0) + len(conns)
+        return counts
 
     # -- sessions ------------------------------------------------------------------------
 
@@ -343,6 +350,26 @@ class Gateway:
                 del self._listeners[sandbox_id]
 
         return remove
+
+    def listen_session(self, session_id: str, listener: Listener) -> Callable[[], None]:
+        """Register the channel of one client session (its notifications); returns the function that removes it."""
+        self._session_listeners[session_id] = listener
+
+        def remove() -> None:
+            if self._session_listeners.get(session_id) is listener:
+                del self._session_listeners[session_id]
+
+        return remove
+
+    async def notify_session(self, session_id: str, method: str, params: dict[str, Any]) -> None:
+        """A notification for one client session (dropped when it is not connected to this process)."""
+        listener = self._session_listeners.get(session_id)
+        if listener is None:
+            return
+        try:
+            await listener(method, params)
+        except Exception:
+            logger.debug("could not notify session %s", session_id, exc_info=True)
 
     async def notify_listeners(self, sandbox_id: str, method: str, params: dict[str, Any]) -> None:
         for listener in list(self._listeners.get(sandbox_id, ())):
@@ -367,12 +394,15 @@ class Gateway:
 
     # -- calls ---------------------------------------------------------------------------
 
-    async def visible_tools(self, principal: Principal, router: SandboxRouter, connection: Any) -> list[dict[str, Any]]:
-        """tools/list: answered from the tool record (toolcache.py), narrowed per session by discovery.py."""
+    async def visible_tools(self, principal: Principal, router: SandboxRouter, session: Any) -> list[dict[str, Any]]:
+        """tools/list: answered from the tool record (toolcache.py), narrowed per session by discovery.py.
+
+        ``session`` is the client's :class:`~gateway.core.pipeline.SessionState` (None: no session).
+        """
         from gateway.features import discovery, toolcache
 
         tools = await toolcache.list_tools(self, principal, router)
-        return await discovery.session_tools(self, principal, router, connection, tools)
+        return await discovery.session_tools(self, principal, router, session, tools)
 
     async def call_tool(
         self,
@@ -382,21 +412,20 @@ class Gateway:
         arguments: dict[str, Any] | None,
         meta: dict[str, Any] | None,
         downstream: Downstream,
-        session_id: str | None = None,
+        session: Any = None,
         encode: Callable[[dict[str, Any]], bytes | None] | None = None,
     ) -> dict[str, Any]:
         """Route one tools/call and tell the observers about it.
 
-        ``encode`` (the fast path's result encoder) turns the result into the bytes the client will
-        get; when given, the observers' ``result_bytes`` is measured on those bytes instead of
-        serialising the result a second time just to count it.
+        ``session`` is the caller's :class:`~gateway.core.pipeline.SessionState` (None: no session).
+        ``encode`` turns the result into the bytes the client will get; when given, the observers'
+        ``result_bytes`` is measured on those bytes instead of serialising the result again.
         """
+        session_id = session.id if session is not None else None
         if name.startswith("gateway__"):  # discovery's own tools (gateway/features/discovery.py)
             from gateway.features import discovery
 
-            connections = self._connections.get(principal.sandbox, ())
-            connection = next((c for c in connections if session_id and c.session_id == session_id), None)
-            handled = await discovery.call_tool(self, principal, router, name, arguments, connection)
+            handled = await discovery.call_tool(self, principal, router, name, arguments, session)
             if handled is not None:
                 return handled
         started = time.perf_counter()

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.core.auth import Principal
-from gateway.upstream.connection import INVALID_PARAMS, METHOD_NOT_FOUND, CallOrigin, UpstreamError, call_origin
+from gateway.upstream.errors import INVALID_PARAMS, METHOD_NOT_FOUND, UpstreamError
+from gateway.upstream.peer import CallOrigin, call_origin
 
 if TYPE_CHECKING:
     from gateway.core.gateway import Gateway
@@ -46,9 +47,11 @@ class RpcError(Exception):
         return error
 
 
-@dataclass(slots=True, weakref_slot=True)
+@dataclass(slots=True, weakref_slot=True, eq=False)
 class SessionState:
     """What the gateway keeps about one client session (handshake era); JSON values only.
+
+    Compared and hashed by identity: a router holds the sessions subscribed to a resource weakly.
 
     Kept in a session store (``gateway.downstream.store``) so that a shared store can hold it.
     ``features`` is where middleware keeps per-session state (discovery's enabled tools, ...).
@@ -62,6 +65,7 @@ class SessionState:
     client_info: dict[str, Any] = field(default_factory=dict)
     log_level: str | None = None
     features: dict[str, Any] = field(default_factory=dict)
+    version: int = 0  # raised by whatever changes the record, so the entry point stores it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +228,9 @@ class Pipeline:
     async def _call_tool(self, call: Call, router: SandboxRouter) -> dict[str, Any]:
         name = _string(call.params, "name")
         arguments = _object(call.params, "arguments")
-        session_id = call.caller.session.id if call.caller.session is not None else None
         with call_origin_of(call):
             return await self.gateway.call_tool(
-                call.caller.principal, router, name, arguments, call.meta, call.channel, session_id
+                call.caller.principal, router, name, arguments, call.meta, call.channel, call.caller.session
             )
 
 

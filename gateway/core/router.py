@@ -92,7 +92,9 @@ class SandboxRouter:
         self.admit: Callable[[str, str, dict[str, Any]], bool] | None = None
         self._tools: dict[str, Route] | None = None
         self._prompts: dict[str, Route] | None = None
-        self._subscribers: dict[str, weakref.WeakSet[Any]] = {}  # resource uri -> subscribed connections
+        self._subscribers: dict[str, weakref.WeakSet[Any]] = {}  # resource uri -> subscribed sessions
+        # (session id, method, params) -> delivered to that client session; set by the gateway.
+        self.notify_session: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
         self.rejected: dict[str, str] = {}  # exposed name -> why it is not offered
 
     # -- servers -------------------------------------------------------------------------
@@ -308,9 +310,12 @@ class SandboxRouter:
         if method != "notifications/resources/updated":
             return
         uri = params.get("uri")
-        for connection in list(self._subscribers.get(uri, ()) if isinstance(uri, str) else ()):
+        for subscriber in list(self._subscribers.get(uri, ()) if isinstance(uri, str) else ()):
             try:
-                await connection.send_resource_updated(uri)
+                if hasattr(subscriber, "send_resource_updated"):  # a connection of the SDK's server
+                    await subscriber.send_resource_updated(uri)
+                elif self.notify_session is not None:  # a client session (SessionState)
+                    await self.notify_session(subscriber.id, method, {"uri": uri})
             except Exception:
                 logger.debug("could not deliver resources/updated for %s", uri, exc_info=True)
 

@@ -310,7 +310,8 @@ def build_server(gateway: Gateway) -> GatewayServer:
 
     async def router_for(ctx: ServerRequestContext[Any]) -> tuple[Principal, SandboxRouter]:
         principal = _principal(ctx)
-        router = gateway.router(principal.sandbox)
+        with upstream_errors():
+            router = gateway.router(principal.sandbox)
         connection = ctx.session._connection
         gateway.track_connection(principal.sandbox, connection)
         if connection.session_id is not None:
@@ -319,7 +320,7 @@ def build_server(gateway: Gateway) -> GatewayServer:
 
     async def list_tools(ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
         principal, router = await router_for(ctx)
-        tools = await gateway.visible_tools(principal, router, ctx.session._connection)
+        tools = await gateway.visible_tools(principal, router, None)  # 2026-07-28: no session
         return types.ListToolsResult.model_validate({"tools": tools})
 
     async def call_tool(
@@ -340,7 +341,7 @@ def build_server(gateway: Gateway) -> GatewayServer:
             exchange.answer(params.input_responses or {})
             return await _finish(exchange)
         call = ClientCall(ctx, token, router.redactor)
-        session_id = ctx.session._connection.session_id
+        session_id = None  # 2026-07-28 requests (the only ones served here) have no session
         relay = call_origin.set(CallOrigin(_owner(ctx, principal), call.log))
         try:
             work = gateway.call_tool(principal, router, params.name, params.arguments, meta, call, session_id)

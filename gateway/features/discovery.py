@@ -7,8 +7,8 @@ the tools the token may see: BM25 over names, descriptions and argument names),
 token allows can still be called by its full name. Per sandbox: ``discovery`` is ``on``, ``off``
 or ``auto`` (on when the token may see more than ``--discovery-limit`` tools).
 
-Enabled tools are remembered per MCP session (the SDK's connection object, held weakly: a
-closed session's state goes with it). Clients of the 2026-07-28 era have no session; for them
+Enabled tools are remembered per MCP session, in its record (``SessionState.features``, kept by
+the session store: an ended session's state goes with it). Clients of the 2026-07-28 era have no session; for them
 ``gateway__enable_tools`` can only confirm the names, which they then call directly.
 Nothing here ever reveals a tool the token may not see: every answer is built from the
 token's own (filtered, redacted) tool list.
@@ -30,12 +30,14 @@ from gateway.features import toolcache
 if TYPE_CHECKING:
     from gateway.core.auth import Principal
     from gateway.core.gateway import Gateway
+    from gateway.core.pipeline import SessionState
     from gateway.core.router import SandboxRouter
 
 logger = logging.getLogger("gateway.discovery")
 
 FIND = "gateway__find_tools"
 ENABLE = "gateway__enable_tools"
+FEATURE_KEY = "discovery.enabled"  # in SessionState.features: the tool names the session enabled
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 50
 
@@ -167,7 +169,6 @@ class ToolIndex:
 class Discovery:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.sessions: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         self._modes: weakref.WeakKeyDictionary[SandboxRouter, str] = weakref.WeakKeyDictionary()
         self._pinned: weakref.WeakKeyDictionary[SandboxRouter, tuple[str, ...]] = weakref.WeakKeyDictionary()
         # router -> {token scope: (the tool list the index was built from, the index)}
@@ -189,11 +190,11 @@ class Discovery:
         return mode == "on" or (mode == "auto" and len(tools) > self.gateway.settings.discovery_limit)
 
     def session_tools(
-        self, router: SandboxRouter, connection: Any, tools: list[dict[str, Any]]
+        self, router: SandboxRouter, session: SessionState | None, tools: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         if not self.active(router, tools):
             return tools
-        enabled = self.sessions.get(connection, set()) if connection is not None else set()
+        enabled = set(session.features.get(FEATURE_KEY, ())) if session is not None else set()
         pinned = self.pinned(router)
         return [
             FIND_TOOL,
@@ -220,7 +221,12 @@ class Discovery:
         return index
 
     async def call_tool(
-        self, principal: Principal, router: SandboxRouter, name: str, arguments: dict[str, Any] | None, connection: Any
+        self,
+        principal: Principal,
+        router: SandboxRouter,
+        name: str,
+        arguments: dict[str, Any] | None,
+        session: SessionState | None,
     ) -> dict[str, Any] | None:
         """Answer gateway__find_tools / gateway__enable_tools, or None when discovery does not handle ``name``."""
         if name not in (FIND, ENABLE) or self.mode(router) == "off":
@@ -229,7 +235,7 @@ class Discovery:
         tools = await toolcache.list_tools(self.gateway, principal, router)
         if name == FIND:
             return self._find(principal, router, tools, arguments)
-        return await self._enable(tools, arguments, connection)
+        return await self._enable(tools, arguments, session)
 
     def _find(
         self, principal: Principal, router: SandboxRouter, tools: list[dict[str, Any]], arguments: dict[str, Any]
@@ -250,7 +256,9 @@ class Discovery:
             text = "No tool matches that query. Try other words."
         return {"content": [{"type": "text", "text": text}], "structuredContent": {"tools": matches}, "isError": False}
 
-    async def _enable(self, tools: list[dict[str, Any]], arguments: dict[str, Any], connection: Any) -> dict[str, Any]:
+    async def _enable(
+        self, tools: list[dict[str, Any]], arguments: dict[str, Any], session: SessionState | None
+    ) -> dict[str, Any]:
         names = arguments.get("names")
         if isinstance(names, str):
             names = [names]
@@ -262,16 +270,14 @@ class Discovery:
         if not enabled:
             return _error(f"no such tool: {', '.join(unknown)}. Use {FIND} to find tool names.")
         remembered = False
-        if connection is not None:
-            session = self.sessions.setdefault(connection, set())
-            added = set(enabled) - session
-            session.update(enabled)
+        if session is not None:
+            before = list(session.features.get(FEATURE_KEY, ()))
+            added = [n for n in enabled if n not in before]
             remembered = True
             if added:
-                try:
-                    await connection.send_tool_list_changed()
-                except Exception:
-                    logger.debug("could not send tools/list_changed to a session", exc_info=True)
+                session.features[FEATURE_KEY] = before + added
+                session.version += 1  # the session store keeps the change
+                await self.gateway.notify_session(session.id, "notifications/tools/list_changed", {})
         text = f"Enabled: {', '.join(enabled)}."
         if not remembered:
             text += " This connection has no session to keep a tool list in: call them by these names."
@@ -300,12 +306,16 @@ def install(gateway: Gateway) -> None:
 
 
 async def session_tools(
-    gateway: Gateway, principal: Principal, router: SandboxRouter, connection: Any, tools: list[dict[str, Any]]
+    gateway: Gateway,
+    principal: Principal,
+    router: SandboxRouter,
+    session: SessionState | None,
+    tools: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """The tools/list answer for this session: all of ``tools``, or with discovery on the search tools and
     what the session enabled."""
     discovery = _installed.get(gateway)
-    return discovery.session_tools(router, connection, tools) if discovery is not None else tools
+    return discovery.session_tools(router, session, tools) if discovery is not None else tools
 
 
 async def call_tool(
@@ -314,9 +324,9 @@ async def call_tool(
     router: SandboxRouter,
     name: str,
     arguments: dict[str, Any] | None,
-    connection: Any,
+    session: SessionState | None,
 ) -> dict[str, Any] | None:
     discovery = _installed.get(gateway)
     if discovery is None:
         return None
-    return await discovery.call_tool(principal, router, name, arguments, connection)
+    return await discovery.call_tool(principal, router, name, arguments, session)

@@ -1,8 +1,8 @@
 """The Starlette application: routes, the security middleware, and the lifespan.
 
-``/mcp`` is served by the SDK's streamable-HTTP session manager behind :class:`McpGuard`,
-a plain ASGI middleware that checks Origin and Host, the body size, and the bearer token,
-and pins the request to the token's sandbox before the SDK sees it.
+``/mcp`` is :class:`gateway.downstream.http.McpEndpoint` behind :class:`McpGuard`, a plain ASGI
+middleware that checks Origin and Host, the body size, and the bearer token, and pins the
+request to the token's sandbox (``scope["gateway.principal"]``) before any era's code sees it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.core.auth import LEEWAY_SECONDS, AuthError, Principal, bearer_from_header
 from gateway.core.gateway import Gateway
-from gateway.downstream.fastpath import FastPath
+from gateway.core.pipeline import Pipeline
+from gateway.downstream.http import McpEndpoint
 from gateway.downstream.mcp_server import PRINCIPAL_SCOPE_KEY, build_server, current_principal
 from gateway.features.metrics import count_rejection
 
@@ -84,6 +85,14 @@ def send_with_retry_after(send: Send) -> Send:
     return wrapped
 
 
+def _declared_length(scope: Scope) -> int:
+    """The request's Content-Length (0 when absent or not a number: the body reader then counts)."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
 class McpGuard:
     """Origin, Host and bearer-token checks in front of the MCP endpoint."""
 
@@ -97,6 +106,7 @@ class McpGuard:
         self.check_host = is_loopback_host(settings.host)
         self.allowed_hosts = {public_host, _host_without_port(public_host)}
         self.max_inflight = settings.max_inflight_per_sandbox
+        self.max_body = settings.max_body_bytes
         self.inflight: dict[str, int] = {}
         self.verified: dict[str, tuple[Principal, float]] = {}  # token -> (principal, good until)
 
@@ -147,6 +157,10 @@ class McpGuard:
         scope["user"] = AuthenticatedUser(
             AccessToken(token="", client_id=principal.sandbox, scopes=[], subject=principal.sandbox)
         )
+        if scope["method"] == "POST" and _declared_length(scope) > self.max_body:
+            count_rejection("size")
+            await jsonrpc_error(413, -32600, "Request body too large")(scope, receive, send)
+            return
         if scope["method"] != "POST":  # GET streams are long-lived and DELETE is cheap: not counted
             await self.app(scope, receive, send_with_retry_after(send))
             return
@@ -237,7 +251,9 @@ def create_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None) ->
         max_sessions=gateway.settings.max_sessions,
         session_idle_timeout=gateway.settings.idle_timeout * 2,
     )
-    mcp_endpoint = McpGuard(FastPath(manager, server, gateway), gateway)
+    pipeline = Pipeline(gateway)
+    endpoint = McpEndpoint(gateway, pipeline, manager.asgi_app)
+    mcp_endpoint = McpGuard(endpoint, gateway)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -259,6 +275,8 @@ def create_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None) ->
     routes.extend(extra_routes or [])
     app = GatewayApp(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
+    app.state.pipeline = pipeline
+    app.state.mcp = endpoint
     app.mcp_post = mcp_endpoint
     return app
 
