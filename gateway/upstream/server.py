@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.features.redaction import NO_REDACTION, Redactor
-from gateway.upstream.connection import StdioConnection
 from gateway.upstream.errors import SERVER_UNAVAILABLE, UpstreamError
 from gateway.upstream.launch import LaunchSpec, ServerProcess, attach, spawn
 from gateway.upstream.lists import ServerLists
-from gateway.upstream.peer import ProgressHandler, RequestHandler
+from gateway.upstream.peer import Peer, ProgressHandler, RequestHandler
+from gateway.upstream.stdio import StdioTransport
+from gateway.upstream.transport import DEFAULT_MAX_MESSAGE_BYTES
 
 logger = logging.getLogger("gateway.upstream")
 
-CLIENT_PROTOCOL_VERSION = "2025-11-25"
 CRASH_WINDOW_SECONDS = 60.0
 MAX_CRASHES_IN_WINDOW = 5
 FAILED_COOLDOWN_SECONDS = 30.0
@@ -40,7 +40,7 @@ STDERR_TAIL_LINES = 20
 class ServerLimits:
     start_timeout: float = 60.0
     call_timeout: float = 300.0
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 class UpstreamServer(ServerLists):
@@ -67,7 +67,7 @@ class UpstreamServer(ServerLists):
         self._on_notification = on_notification
         self.state = "stopped"  # stopped, starting, running, crashed, failed, stopping
         self.process: ServerProcess | None = None
-        self.connection: StdioConnection | None = None
+        self.connection: Peer | None = None
         self.started_at: float | None = None
         self.restarts = 0
         self.starts = 0
@@ -114,7 +114,7 @@ class UpstreamServer(ServerLists):
 
     # -- start ---------------------------------------------------------------------------
 
-    async def ensure_running(self) -> StdioConnection:
+    async def ensure_running(self) -> Peer:
         connection = self.connection
         if connection is not None and not connection.closed and self.state == "running":
             return connection
@@ -151,7 +151,7 @@ class UpstreamServer(ServerLists):
         elif len(recent) >= 2:
             await asyncio.sleep(min(0.25 * 2 ** (len(recent) - 2), 4.0))
 
-    async def _start(self) -> StdioConnection:
+    async def _start(self) -> Peer:
         if self._stopping:
             raise UpstreamError(f"server {self.name!r} is shutting down", SERVER_UNAVAILABLE)
         if self.starts:
@@ -178,7 +178,7 @@ class UpstreamServer(ServerLists):
         assert self.connection is not None
         return self.connection
 
-    def _start_failed(self, reason: str) -> StdioConnection:
+    def _start_failed(self, reason: str) -> Peer:
         reason = reason.removeprefix(f"server {self.name!r} ")
         tail = self.redactor.text(self.stderr_tail())
         self.last_error = reason + (f"; stderr: {tail[-500:]}" if tail else "")
@@ -204,28 +204,17 @@ class UpstreamServer(ServerLists):
             raise UpstreamError(f"server {self.name!r} is shutting down", SERVER_UNAVAILABLE)
         assert self.process.stdout is not None and self.process.stdin is not None
         self._stderr_task = asyncio.create_task(self._pump_stderr(self.process))
-        connection = StdioConnection(
-            self.name,
+        transport = StdioTransport(
             self.process.stdout,
             self.process.stdin,  # type: ignore[arg-type]
-            on_notification=self._handle_notification,
-            max_message_bytes=self.limits.max_message_bytes,
-            on_eof=self._exit_reason,
+            self.limits.max_message_bytes,
         )
+        connection = Peer(self.name, transport, on_notification=self._handle_notification, on_closed=self._exit_reason)
         connection.start()
         self.connection = connection
-        result = await connection.request(
-            "initialize",
-            {
-                "protocolVersion": CLIENT_PROTOCOL_VERSION,
-                "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": False}},
-                "clientInfo": {"name": "mcp-sandbox-gateway", "version": "0.1.0"},
-            },
-            timeout=None,
-        )
+        result = await connection.initialize(timeout=None)
         self.capabilities = result.get("capabilities") or {}
         self.server_info = result.get("serverInfo") or {}
-        await connection.notify("notifications/initialized")
         await self.refresh_lists()
 
     async def _exit_reason(self) -> str:
