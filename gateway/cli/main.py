@@ -181,7 +181,8 @@ def build_parser() -> Parser:
     add_data_dir(pull)
     add_catalog(pull)
 
-    for module in ("gateway.cli.remote", "gateway.cli.sandbox", "gateway.cli.doctor", "gateway.cli.completion"):
+    modules = ("remote", "sandbox", "doctor", "connect", "stdio", "completion")
+    for module in (f"gateway.cli.{name}" for name in modules):
         with_module(module, lambda m: m.register(commands))
     return parser
 
