@@ -256,20 +256,30 @@ class UpstreamServer(ServerLists):
     async def _pump_stderr(self, process: ServerProcess) -> None:
         """Copy the server's stderr to its own log file (redacted), keeping a short tail for errors."""
         assert process.stderr is not None
+        lines = self.redactor.lines()  # also catches a secret split across lines (holds one back)
+
+        def write(log: Any, part: bytes) -> None:
+            log.write(part)
+            self._stderr_tail.append(part.decode("utf-8", "replace").rstrip()[:500])
+
         with open(self.log_file, "ab") as log:
-            while True:
-                try:
-                    line = await process.stderr.readline()
-                except ValueError:  # a line over the limit: take what is there
-                    line = await process.stderr.read(64 * 1024)
-                except (ConnectionError, asyncio.CancelledError):
-                    break
-                if not line:
-                    break
-                line = self.redactor.bytes(line)
-                log.write(line)
-                log.flush()
-                self._stderr_tail.append(line.decode("utf-8", "replace").rstrip()[:500])
+            try:
+                while True:
+                    try:
+                        line = await process.stderr.readline()
+                    except ValueError:  # a line over the limit: take what is there
+                        line = await process.stderr.read(64 * 1024)
+                    except (ConnectionError, asyncio.CancelledError):
+                        break
+                    if not line:
+                        break
+                    for part in lines.feed(line):
+                        write(log, part)
+                    log.flush()
+            finally:
+                rest = lines.flush()
+                if rest:
+                    write(log, rest)
 
     # -- lists ---------------------------------------------------------------------------
 
