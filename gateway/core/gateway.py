@@ -480,12 +480,14 @@ class Gateway:
         self.spawn(self._report_runtime())
 
     async def _report_runtime(self) -> None:
-        """Say once where servers without an image will run. Only bwrap is probed (a ~10 ms child,
-        and none with ``--runtime host``); container engines are probed when an image is first needed."""
+        """Say once where servers without an image will run, after removing the cgroups a crashed
+        earlier run left. Only bwrap is probed (a ~10 ms child, and none with ``--runtime host``);
+        container engines are probed (and their leftovers removed) when an image is first needed."""
         from gateway.upstream.runtimes import runtimes_for
 
         try:
             runtimes = runtimes_for(self.settings.runtime, self.settings.container_engine, self.data.path)
+            await runtimes.sweep()
             runtime, why = await runtimes.default_runtime()
             line = f"Runtime: {runtime.name} ({why})"
         except Exception as exc:

@@ -7,6 +7,7 @@ Secret values never go on a command line: bwrap inherits the environment of its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -16,7 +17,7 @@ from pathlib import Path
 from gateway.upstream.launch import CONFIG_REF, LaunchSpec, host_launch
 from gateway.upstream.runtimes.base import LaunchRequest, Probe, Runtime, SharedProbes, run_short, with_parent_death
 from gateway.upstream.runtimes.binds import Bind, bwrap_argv, command_paths
-from gateway.upstream.runtimes.cgroups import Cgroups, detect_cgroups, limited
+from gateway.upstream.runtimes.cgroups import Cgroups, detect_cgroups, limited, sweep_cgroups
 
 logger = logging.getLogger("gateway.runtimes")
 
@@ -54,6 +55,15 @@ class BwrapRuntime(Runtime):
         if self._cgroups is None:
             self._cgroups = detect_cgroups()
         return self._cgroups
+
+    async def sweep(self) -> None:
+        """Remove the cgroups an earlier run of this gateway left behind (it was SIGKILLed: its
+        servers died with it, through --die-with-parent, but nobody removed their cgroups)."""
+        cgroups = self.cgroups()
+        if cgroups.available:
+            removed = await asyncio.to_thread(sweep_cgroups, cgroups, f"mcp-gateway-{self.instance}-")
+            if removed:
+                logger.info("removed %d cgroup(s) left behind by an earlier run", removed)
 
     async def prepare(self, request: LaunchRequest) -> LaunchSpec:
         entry = request.entry

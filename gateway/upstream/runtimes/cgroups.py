@@ -10,35 +10,48 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.upstream.runtimes.base import Limits
 
-# Runs a bwrap server inside its cgroups: join them, run, and name an OOM kill on stderr.
-LIMIT_SHIM = r"""
-n=$1; shift
-while [ "$n" -gt 0 ]; do echo $$ > "$1" || { echo "could not join cgroup $1" >&2; exit 125; }; shift; n=$((n-1)); done
-oom=$1; limit=$2; shift 2
-"$@"
-rc=$?
-if [ "$rc" -eq 137 ] && grep -qs '^oom_kill [1-9]' "$oom"; then
-  echo "killed: out of memory (limit $limit)" >&2
-fi
-exit $rc
-"""
-# Cleans up a bwrap server's cgroups: kill what is left in them, then remove them.
-CGROUP_CLEANUP = r"""
-for d in "$@"; do
+# Kills what is left in cgroup dir $d, then removes it (retrying while the kernel lets go of it).
+_REMOVE = r"""
   i=0
   while [ -d "$d" ] && [ $i -lt 50 ]; do
     for p in $(cat "$d/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
     rmdir "$d" 2>/dev/null && break
     sleep 0.1; i=$((i+1))
   done
-done
 """
+# Runs a bwrap server inside its cgroups: join them, run, name an OOM kill on stderr, then
+# (when the server has ended by itself: a crash, a kill) step out of them and remove them.
+LIMIT_SHIM = (
+    r"""
+n=$1; shift; dirs=""
+while [ "$n" -gt 0 ]; do
+  echo $$ > "$1/cgroup.procs" || { echo "could not join cgroup $1" >&2; exit 125; }
+  dirs="$dirs $1"; shift; n=$((n-1))
+done
+oom=$1; limit=$2; shift 2
+"$@"
+rc=$?
+if [ "$rc" -eq 137 ] && grep -qs '^oom_kill [1-9]' "$oom"; then
+  echo "killed: out of memory (limit $limit)" >&2
+fi
+for d in $dirs; do
+  echo $$ > "${d%/*}/cgroup.procs" 2>/dev/null || continue
+"""
+    + _REMOVE
+    + r"""
+done
+exit $rc
+"""
+)
+# Cleans up a bwrap server's cgroups after it was stopped: kill what is left, remove them.
+CGROUP_CLEANUP = 'for d in "$@"; do' + _REMOVE + "done\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,5 +175,28 @@ def limited(cgroups: Cgroups, name: str, limits: Limits, argv: list[str]) -> tup
     them. Raises OSError when they cannot be made (the caller runs the server without limits)."""
     dirs, oom_file = make_cgroups(cgroups, name, limits)
     shim = ["/bin/sh", "-c", LIMIT_SHIM, "mcp-gateway-limits", str(len(dirs))]
-    shim += [str(d / "cgroup.procs") for d in dirs] + [str(oom_file), limits.memory]
+    shim += [str(d) for d in dirs] + [str(oom_file), limits.memory]
     return shim + argv, [["/bin/sh", "-c", CGROUP_CLEANUP, "mcp-gateway-cleanup", *map(str, dirs)]]
+
+
+def sweep_cgroups(cgroups: Cgroups, prefix: str) -> int:
+    """Remove the cgroups named ``prefix*`` (an earlier run of this gateway left them after a
+    SIGKILL), killing what is still in them; how many were removed."""
+    removed = 0
+    for parent in cgroups.parents.values():
+        for directory in parent.glob(f"{prefix}*"):
+            for _ in range(50):
+                with contextlib.suppress(OSError, ValueError):
+                    for pid in (directory / "cgroup.procs").read_text().split():
+                        with contextlib.suppress(OSError):
+                            os.kill(int(pid), 9)
+                try:
+                    directory.rmdir()
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+                else:
+                    removed += 1
+                    break
+    return removed

@@ -121,6 +121,11 @@ class Runtimes:
         except CatalogError as exc:
             raise UpstreamError(str(exc), SERVER_UNAVAILABLE) from None
 
+    async def sweep(self) -> None:
+        """At the gateway's start: remove what a crashed earlier run left (its cgroups). Containers
+        are swept when the container runtime is first used: the engines are not probed at start."""
+        await self.bwrap.sweep()
+
     async def describe(self) -> str:
         """One line for ``serve``: which runtime entries get, and the container engine."""
         runtime, why = await self.default_runtime()
