@@ -172,3 +172,15 @@ async def test_elicitation_reaches_the_session_whose_call_asked_not_the_newest_c
         asked = await asyncio.wait_for(asking, 90)
     assert held.content[0].text == "held"  # type: ignore[union-attr]
     assert json.loads(asked.content[0].text) == {"action": "accept", "content": {"name": "A"}}  # type: ignore[union-attr]
+
+
+async def test_a_gateway_with_a_remote_server_shuts_down_cleanly(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path, remote: Remote
+) -> None:
+    gateway = start(gateway_factory, tmp_path, catalog(f"http://127.0.0.1:{remote.port}/mcp"))
+    async with gateway.client() as client:
+        await client.call_tool("rem__echo", {"text": "x"})
+    assert gateway.stop() == 0
+    assert "Traceback" not in gateway.output()
+    deletes = [r for r in remote.requests() if r["method"] == "DELETE"]
+    assert len(deletes) == 1  # the upstream session was ended, not dropped
