@@ -17,6 +17,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from gateway.upstream.runtimes import ENGINES, instance_label, probe_engine
+from gateway.upstream.runtimes.container import PODMAN_ULIMITS
 from tests.images import python_image
 from tests.support import RunningGateway, process_tree
 
@@ -54,7 +55,9 @@ def entry(image: str, **extra: object) -> dict[str, object]:
     }
 
 
-def start(factory: Callable[..., RunningGateway], tmp_path: Path, catalog_entry: dict[str, object]) -> RunningGateway:
+def start(
+    factory: Callable[..., RunningGateway], tmp_path: Path, catalog_entry: dict[str, object], **kwargs: object
+) -> RunningGateway:
     assert ENGINE is not None
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"fix": {"apiKey": SECRET}}))
@@ -62,6 +65,7 @@ def start(factory: Callable[..., RunningGateway], tmp_path: Path, catalog_entry:
         ["--container-engine", ENGINE, "--config", f"@{config}"],
         catalog={"fix": catalog_entry},
         env={"MCP_GATEWAY_CANARY": CANARY, "SHELL": "/bin/canary"},
+        **kwargs,
     )
 
 
@@ -183,3 +187,28 @@ async def test_no_container_or_process_is_left_after_the_gateway_exits(
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         await asyncio.sleep(0.1)
     assert not [p for p in pids if Path(f"/proc/{p}").exists()]
+
+
+async def test_containers_a_killed_gateway_left_are_removed_at_its_next_start(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path, image: str
+) -> None:
+    import signal
+
+    assert ENGINE is not None
+    data_dir = tmp_path / "data"
+    gateway = start(gateway_factory, tmp_path, entry(image), data_dir=data_dir)
+    await call(gateway, "echo", {"text": "up"})
+    gateway.stop(signal.SIGKILL)
+    # A server that outlived it (one that ignores the end of its input), labelled as the gateway's.
+    label = f"mcp-gateway.gateway={instance_label(data_dir)}"
+    sleeper = [ENGINE, "run", "-d", "--rm", *PODMAN_ULIMITS, "--label", label, image, "/usr/local/bin/python3", "-c"]
+    run = subprocess.run([*sleeper, "import time; time.sleep(600)"], check=True, capture_output=True, timeout=120)
+    try:
+        assert containers_of(gateway)
+        again = start(gateway_factory, tmp_path, entry(image), data_dir=data_dir)  # no call: nothing started
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and containers_of(again):
+            await asyncio.sleep(0.5)
+        assert containers_of(again) == []
+    finally:
+        subprocess.run([ENGINE, "rm", "-f", run.stdout.decode().strip()], capture_output=True, timeout=60)

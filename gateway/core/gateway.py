@@ -482,7 +482,8 @@ class Gateway:
     async def _report_runtime(self) -> None:
         """Say once where servers without an image will run, after removing the cgroups a crashed
         earlier run left. Only bwrap is probed (a ~10 ms child, and none with ``--runtime host``);
-        container engines are probed (and their leftovers removed) when an image is first needed."""
+        container engines are probed when an image is first needed, or at once to remove the
+        containers of an earlier run that used them."""
         from gateway.upstream.runtimes import runtimes_for
 
         try:

@@ -131,9 +131,12 @@ class ContainerRuntime(Runtime):
 
     name = "container"
 
-    def __init__(self, engine_choice: str | None, instance: str) -> None:
+    def __init__(self, engine_choice: str | None, instance: str, data_dir: Path) -> None:
         self.engine_choice = engine_choice
         self.instance = instance
+        # Present while this gateway may have containers: a start after a crash sweeps only then
+        # (the engines are not asked at every start).
+        self.marker = data_dir / "containers-in-use"
         self._engines: dict[str, Probe] = {}
         self._images: dict[str, bool] = {}
         self._shared = SharedProbes()
@@ -193,6 +196,12 @@ class ContainerRuntime(Runtime):
             if ids:
                 logger.info("removing %d container(s) left behind by an earlier run", len(ids))
                 await run_short([engine, "rm", "-f", *ids], timeout=60, env=engine_environment())
+            self.marker.unlink(missing_ok=True)  # under the lock: a launch marks it again after this
+
+    async def sweep_if_used(self) -> None:
+        """At the gateway's start: remove what an earlier run left, if it ever ran a container."""
+        if self.marker.exists():
+            await self.sweep()
 
     async def prepare(self, request: LaunchRequest) -> LaunchSpec:
         entry, settings, home = request.entry, request.settings, request.home
@@ -200,6 +209,7 @@ class ContainerRuntime(Runtime):
         if engine is None:
             raise CatalogError(f"server {entry.name!r} runs in a container, but no container engine works")
         await self.sweep()
+        self.marker.touch()
         binary = shutil.which(engine) or engine
         home.mkdir(parents=True, exist_ok=True)
         server_env = server_environment(entry, settings, home)

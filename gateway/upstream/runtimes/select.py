@@ -46,7 +46,7 @@ class Runtimes:
         self.instance = instance_label(self.data_dir)
         self.host = HostRuntime()
         self.bwrap = BwrapRuntime(self.data_dir, self.instance)
-        self.container = ContainerRuntime(engine, self.instance)
+        self.container = ContainerRuntime(engine, self.instance, self.data_dir)
         self._warned: set[str] = set()
 
     async def default_runtime(self) -> tuple[Runtime, str]:
@@ -122,9 +122,10 @@ class Runtimes:
             raise UpstreamError(str(exc), SERVER_UNAVAILABLE) from None
 
     async def sweep(self) -> None:
-        """At the gateway's start: remove what a crashed earlier run left (its cgroups). Containers
-        are swept when the container runtime is first used: the engines are not probed at start."""
+        """At the gateway's start: remove what a crashed earlier run left (its cgroups, and its
+        containers if it ran any: the engines are not asked otherwise)."""
         await self.bwrap.sweep()
+        await self.container.sweep_if_used()
 
     async def describe(self) -> str:
         """One line for ``serve``: which runtime entries get, and the container engine."""
