@@ -37,11 +37,12 @@ def imported_modules() -> set[str]:
     return found - set(sys.stdlib_module_names) - {"gateway", "__future__"}
 
 
-def test_every_package_of_the_code_is_in_the_wheel() -> None:
-    on_disk = {".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "gateway").rglob("__init__.py")}
-    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
-    assert on_disk <= listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
-    assert PYPROJECT["tool"]["setuptools"]["package-dir"]["gateway.catalog.builtin"] == "catalog"
+def test_the_built_in_catalog_is_package_data() -> None:
+    """catalog/ reaches the wheel as gateway/catalog/builtin (a symlink), matched by the package-data glob."""
+    builtin = REPO / "gateway" / "catalog" / "builtin"
+    assert builtin.is_symlink() and builtin.resolve() == (REPO / "catalog").resolve()
+    assert "builtin/*.yaml" in PYPROJECT["tool"]["setuptools"]["package-data"]["gateway.catalog"]
+    assert sorted(p.name for p in builtin.glob("*.yaml")) == sorted(p.name for p in (REPO / "catalog").iterdir())
 
 
 def test_every_imported_package_is_a_declared_dependency() -> None:

@@ -15,12 +15,13 @@ from typing import Any
 
 import yaml
 
-# An installed wheel holds the built-in catalog as gateway/catalog/builtin/ (pyproject.toml maps it
-# there); a source checkout has it at the top of the repository.
+# The built-in catalog: gateway/catalog/builtin/ in an installed wheel; in a source checkout a
+# symlink to the repository's catalog/ (where the files are edited), or catalog/ itself where a
+# checkout has no symlinks.
 _PACKAGED_CATALOG = Path(__file__).resolve().parent / "builtin"
 BUILTIN_CATALOG_DIR = (
     _PACKAGED_CATALOG if _PACKAGED_CATALOG.is_dir() else Path(__file__).resolve().parent.parent.parent / "catalog"
-)
+).resolve()
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
