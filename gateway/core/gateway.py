@@ -128,10 +128,10 @@ class Gateway:
                 raise AuthError("the token's sandbox has expired")
             generation = self._generations.get(sandbox_id, "")
         else:
-            sandbox = self.sandbox(sandbox_id)
-            if sandbox is None:
+            found = self.store.liveness(sandbox_id)
+            if found is None or (found[1] is not None and time.time() >= found[1]):
                 raise AuthError("the token's sandbox does not exist (deleted or expired)")
-            generation = sandbox.generation
+            generation = found[0]
         if principal.generation is not None and principal.generation != generation:
             raise AuthError("the token's sandbox does not exist (deleted or expired)")
         if principal.token_id is not None and (sandbox_id, principal.token_id) in self._revoked:

@@ -254,6 +254,17 @@ class SandboxStore:
             row = self._db.execute("SELECT generation FROM sandboxes WHERE id = ?", (sandbox_id,)).fetchone()
         return None if row is None else row[0] or ""
 
+    def liveness(self, sandbox_id: str) -> tuple[str, float | None] | None:
+        """(generation, expires_at) of a stored sandbox, or None; cheap (no secrets are opened),
+        for the check every request makes."""
+        if not is_sandbox_id(sandbox_id):
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT generation, expires_at FROM sandboxes WHERE id = ?", (sandbox_id,)
+            ).fetchone()
+        return None if row is None else (row[0] or "", row[1])
+
     # -- revoked tokens ------------------------------------------------------------------
 
     def revoke(self, revocation: Revocation) -> None:
