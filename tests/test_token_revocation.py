@@ -16,7 +16,7 @@ import httpx
 import jwt
 import pytest
 
-from gateway.client import GatewayClient, GatewayError
+from gateway.client import AsyncGatewayClient, GatewayClient, GatewayError
 from tests.sandbox_helpers import CATALOG, create, mcp_status, text_of
 from tests.support import REPO, RunningGateway, sandbox_generation, sandbox_token, start_gateway
 
@@ -256,3 +256,13 @@ def test_python_client_revokes_a_token(gateway: RunningGateway) -> None:
         with pytest.raises(GatewayError) as caught:
             client.revoke_token(jti="x", sandbox="no-such-sandbox")
         assert caught.value.status == 404
+
+
+async def test_async_python_client_revokes_by_jti(gateway: RunningGateway) -> None:
+    async with AsyncGatewayClient(gateway.base_url, gateway.admin_key) as client:
+        sandbox = await client.create_sandbox(mcp={"plain": {}})
+        assert sandbox.mcp_token is not None
+        jti = jwt.decode(sandbox.mcp_token, options={"verify_signature": False})["jti"]
+        answer = await client.revoke_token(jti=jti, sandbox=sandbox.id)
+        assert answer["jti"] == jti
+    assert_refused(gateway, sandbox.mcp_token)
