@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers_cache import pulled_data_dir
 from tests.support import RunningGateway, start_gateway
 
 
@@ -24,3 +25,13 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
     yield start
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture
+def servers_data_dir(tmp_path: Path) -> Path:
+    """A fresh data dir whose pulled servers (time, everything) are the shared, already-pulled ones."""
+    cache = pulled_data_dir(["time", "everything"])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "servers").symlink_to(cache / "servers", target_is_directory=True)
+    return data

@@ -18,21 +18,10 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.servers_cache import pulled_data_dir
 from tests.support import REPO, RunningGateway, fixture_entry
 
 ERAS = ["legacy", "2026-07-28"]
 RESERVED = "io.modelcontextprotocol/"
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    """A data dir whose pulled servers are the shared, already-pulled time and everything."""
-    cache = pulled_data_dir(["time", "everything"])
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "servers").symlink_to(cache / "servers", target_is_directory=True)
-    return data
 
 
 @pytest.fixture
@@ -46,9 +35,9 @@ def sdk_server(tmp_path: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("mode", ERAS)
 async def test_python_time_server_answers_calls_of_both_eras(
-    gateway_factory: Callable[..., RunningGateway], data_dir: Path, mode: str
+    gateway_factory: Callable[..., RunningGateway], servers_data_dir: Path, mode: str
 ) -> None:
-    gateway = gateway_factory(["--servers", "time"], data_dir=data_dir)
+    gateway = gateway_factory(["--servers", "time"], data_dir=servers_data_dir)
     async with gateway.client(mode=mode) as client:
         result = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
     assert result.is_error is False
@@ -57,9 +46,9 @@ async def test_python_time_server_answers_calls_of_both_eras(
 
 @pytest.mark.parametrize("mode", ERAS)
 async def test_node_everything_server_answers_calls_prompts_and_resources_of_both_eras(
-    gateway_factory: Callable[..., RunningGateway], data_dir: Path, mode: str
+    gateway_factory: Callable[..., RunningGateway], servers_data_dir: Path, mode: str
 ) -> None:
-    gateway = gateway_factory(["--servers", "everything"], data_dir=data_dir)
+    gateway = gateway_factory(["--servers", "everything"], data_dir=servers_data_dir)
     async with gateway.client(mode=mode) as client:
         echo = await client.call_tool("everything__echo", {"message": f"era {mode}"})
         prompt = await client.get_prompt("everything__simple-prompt", {})

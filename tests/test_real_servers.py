@@ -5,26 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from tests.servers_cache import pulled_data_dir
 from tests.support import RunningGateway
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    """A fresh data dir whose pulled servers are the shared, already-pulled ones."""
-    cache = pulled_data_dir(["time", "everything"])
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "servers").symlink_to(cache / "servers", target_is_directory=True)
-    return data
-
-
 async def test_time_and_everything_tools_are_listed_and_called(
-    gateway_factory: Callable[..., RunningGateway], data_dir: Path
+    gateway_factory: Callable[..., RunningGateway], servers_data_dir: Path
 ) -> None:
-    gateway = gateway_factory(["--servers", "time,everything"], data_dir=data_dir)
+    gateway = gateway_factory(["--servers", "time,everything"], data_dir=servers_data_dir)
     async with gateway.client() as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert {"time__get_current_time", "time__convert_time", "everything__echo"} <= names
@@ -36,9 +23,9 @@ async def test_time_and_everything_tools_are_listed_and_called(
 
 
 async def test_everything_resources_and_prompts_route_through(
-    gateway_factory: Callable[..., RunningGateway], data_dir: Path
+    gateway_factory: Callable[..., RunningGateway], servers_data_dir: Path
 ) -> None:
-    gateway = gateway_factory(["--servers", "everything"], data_dir=data_dir)
+    gateway = gateway_factory(["--servers", "everything"], data_dir=servers_data_dir)
     async with gateway.client(mode="2026-07-28") as client:
         prompts = [p.name for p in (await client.list_prompts()).prompts]
         resources = (await client.list_resources()).resources
@@ -49,9 +36,9 @@ async def test_everything_resources_and_prompts_route_through(
 
 
 async def test_time_server_error_is_a_tool_error_not_a_crash(
-    gateway_factory: Callable[..., RunningGateway], data_dir: Path
+    gateway_factory: Callable[..., RunningGateway], servers_data_dir: Path
 ) -> None:
-    gateway = gateway_factory(["--servers", "time"], data_dir=data_dir)
+    gateway = gateway_factory(["--servers", "time"], data_dir=servers_data_dir)
     async with gateway.client() as client:
         result = await client.call_tool("time__get_current_time", {"timezone": "Not/AZone"})
         again = await client.call_tool("time__get_current_time", {"timezone": "Europe/Paris"})
