@@ -1,9 +1,9 @@
-"""2026-07-28 ``tools/call`` through the gateway: the SDK's ``Mcp-Param-*`` header check, fed by the router.
+"""2026-07-28 ``tools/call`` through the gateway: the ``Mcp-Param-*`` header check, fed by the router.
 
 A 2026-07-28 client mirrors the arguments a tool marks with ``x-mcp-header`` in ``Mcp-Param-*``
-headers; the SDK rejects a request whose headers and arguments disagree. The gateway gives the
-SDK each tool's schema from its routes (``mcp_server.tool_input_schema``) instead of a whole
-``tools/list`` per call, so the check must still see the schema the token sees.
+headers; the gateway rejects a request whose headers and arguments disagree. It takes each tool's
+schema from its routes (``gateway/downstream/modern.py``) instead of a whole ``tools/list`` per
+call, so the check must still see the schema the token sees.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import RunningGateway, fixture_entry, sandbox_token, start_gateway
+from gateway.core.auth import TokenService
+from gateway.store.datadir import DataDir
+from tests.support import RunningGateway, fixture_entry, start_gateway
 
 CATALOG = {"fix": fixture_entry("--name", "fix", "--routed-tool")}
 MODERN = "2026-07-28"
@@ -97,7 +99,9 @@ async def test_a_token_that_may_not_see_the_tool_gets_no_schema_check_but_no_cal
     gateway: RunningGateway, http: httpx.AsyncClient
 ) -> None:
     await warm(http, gateway)
-    narrow = sandbox_token(gateway, "default", tools=["fix__echo"])
+    narrow = TokenService(DataDir.open(gateway.data_dir).signing_key(), gateway.url).mint(
+        "default", ttl=600, tools=["fix__echo"]
+    )
     response = await call(http, gateway, {"region": "eu"}, "us", token=narrow)
     answer = reply(response)
     assert "result" not in answer or answer["result"].get("isError"), answer

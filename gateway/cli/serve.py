@@ -181,7 +181,7 @@ class GatewayUvicorn(uvicorn.Server):
                 self._captured_signals.clear()
 
     def busy(self) -> bool:
-        from gateway.downstream.mcp_server import active_requests
+        from gateway.downstream.relay import active_requests
 
         upstream = sum(
             server.connection.in_flight

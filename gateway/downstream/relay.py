@@ -51,3 +51,29 @@ def log_message(
     if isinstance(params.get("logger"), str):
         forwarded["logger"] = params["logger"]
     return forwarded
+
+
+# Requests being served that go upstream (tools/call, prompts/get, resources/read), per gateway,
+# including calls parked for a 2026-07-28 client's input: a graceful shutdown waits for these,
+# not for idle event streams.
+_active: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def active_requests(gateway: Any) -> int:
+    """Upstream-bound requests in progress on ``gateway``."""
+    return _active.get(gateway, 0)
+
+
+class Active:
+    """Counts the block as an upstream-bound request of ``gateway`` (see :func:`active_requests`)."""
+
+    __slots__ = ("_gateway",)
+
+    def __init__(self, gateway: Any) -> None:
+        self._gateway = gateway
+
+    def __enter__(self) -> None:
+        _active[self._gateway] = _active.get(self._gateway, 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        _active[self._gateway] = _active.get(self._gateway, 1) - 1

@@ -17,9 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,8 +26,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.core.auth import LEEWAY_SECONDS, AuthError, Principal, bearer_from_header
 from gateway.core.gateway import Gateway
 from gateway.core.pipeline import Pipeline
+from gateway.downstream.handshake import PRINCIPAL_SCOPE_KEY
 from gateway.downstream.http import McpEndpoint
-from gateway.downstream.mcp_server import PRINCIPAL_SCOPE_KEY, build_server, current_principal
+from gateway.downstream.modern import ModernEndpoint
+from gateway.downstream.modern_listen import close_all as close_listen_streams
 from gateway.features.metrics import count_rejection
 
 logger = logging.getLogger("gateway.http")
@@ -152,11 +151,6 @@ class McpGuard:
             await principal(scope, receive, send)
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
-        current_principal.set(principal)  # this request's task only (see gateway.downstream.mcp_server)
-        # The SDK binds each session to the credential that opened it; the sandbox is that credential.
-        scope["user"] = AuthenticatedUser(
-            AccessToken(token="", client_id=principal.sandbox, scopes=[], subject=principal.sandbox)
-        )
         if scope["method"] == "POST" and _declared_length(scope) > self.max_body:
             count_rejection("size")
             await jsonrpc_error(413, -32600, "Request body too large")(scope, receive, send)
@@ -244,25 +238,18 @@ async def well_known_other(request: Request) -> Response:
 
 
 def create_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None) -> Starlette:
-    server = build_server(gateway)
-    manager = StreamableHTTPSessionManager(
-        app=server,
-        max_request_body_size=gateway.settings.max_body_bytes,
-        max_sessions=gateway.settings.max_sessions,
-        session_idle_timeout=gateway.settings.idle_timeout * 2,
-    )
     pipeline = Pipeline(gateway)
-    endpoint = McpEndpoint(gateway, pipeline, manager.asgi_app)
+    endpoint = McpEndpoint(gateway, pipeline, ModernEndpoint(pipeline, gateway.settings.max_body_bytes))
     mcp_endpoint = McpGuard(endpoint, gateway)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with manager.run():
-            await gateway.startup()
-            try:
-                yield
-            finally:
-                await gateway.aclose()
+        await gateway.startup()
+        try:
+            yield
+        finally:
+            close_listen_streams()
+            await gateway.aclose()
 
     routes: list[BaseRoute] = [
         Route("/mcp", endpoint=mcp_endpoint, methods=["GET", "POST", "DELETE"]),
