@@ -1,8 +1,8 @@
 """Gateway CPU per ``tools/call`` for the two protocol eras, with the real ``mcp`` client.
 
 ``run.py`` drives handshake-era (2025-11-25) sessions with a lean client. A 2026-07-28 client
-has no session: every request carries its own envelope and goes through the SDK's
-single-exchange path. This calls ``fix__echo`` N times in one client of each era against a
+has no session: every request carries its own envelope and is served by the gateway's modern
+endpoint (``gateway/downstream/modern.py``). This calls ``fix__echo`` N times in one client of each era against a
 fresh gateway whose fixture server also offers ``--tools`` generated tools (a bigger list makes
 any per-call listing show), and prints wall time and gateway CPU per call. The client's own
 cost is in the wall time, not in the CPU column.

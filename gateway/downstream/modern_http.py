@@ -47,7 +47,7 @@ class Reply:
         self.gone = False  # the client closed the connection
         self.last_write = 0.0
         self.watcher: asyncio.Future[Any] | None = None
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None  # made when the response turns into a stream
         self._ping: asyncio.Task[None] | None = None
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
@@ -59,8 +59,13 @@ class Reply:
         if self._ping is None or self._ping.done():
             self._ping = asyncio.ensure_future(self._write(b": ping\r\n\r\n"))
 
+    def _stream_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
     async def _write(self, chunk: bytes) -> None:
-        async with self._lock:
+        async with self._stream_lock():
             if self.finished:
                 return
             self.last_write = asyncio.get_running_loop().time()
@@ -92,7 +97,7 @@ class Reply:
             await self.send({"type": "http.response.start", "status": status, "headers": headers})
             await self.send({"type": "http.response.body", "body": body})
             return
-        async with self._lock:
+        async with self._stream_lock():
             if self.finished:
                 return
             self.finished = True
