@@ -3,9 +3,9 @@
 ``run.py``'s idle scenario holds sessions opened by a lean client (initialize + initialized).
 Real clients do more: the ``mcp`` SDK client opens the session's event stream (GET /mcp) right
 after the handshake and keeps it open, and an agent lists and calls tools. This holds N such
-sessions (each: initialize, GET stream, tools/list, one tools/call) on a fresh gateway with
-light sessions on, then again with them off (``MCP_GATEWAY_LIGHT_SESSIONS=0``: every session
-is the SDK's), and prints the gateway's RSS growth per session for both.
+sessions (each: initialize, GET stream, tools/list, one tools/call) on a fresh gateway, once
+with clients that declare nothing and once with clients that declare roots and elicitation
+(callbacks set), and prints the gateway's RSS growth per session for both.
 
     python benchmarks/client_sessions.py --sessions 200
 """
@@ -18,6 +18,7 @@ import contextlib
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -32,14 +33,25 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-async def measure(sessions: int, light: bool) -> tuple[float, float]:
+async def roots(context: Any) -> Any:
+    import mcp_types as types
+
+    return types.ListRootsResult(roots=[])
+
+
+async def elicit(context: Any, params: Any) -> Any:
+    import mcp_types as types
+
+    return types.ElicitResult(action="decline")
+
+
+async def measure(sessions: int, callbacks: dict[str, Any]) -> tuple[float, float]:
     """(RSS before in MB, KB per held session)."""
     with tempfile.TemporaryDirectory() as workdir:
         gateway = start_gateway(
             ["--servers", "fix", "--runtime", "host"],
             workdir=Path(workdir),
             catalog={"fix": fixture_entry("--name", "fix")},
-            env={"MCP_GATEWAY_LIGHT_SESSIONS": "1" if light else "0"},
         )
         try:
             async with gateway.client() as client:  # warm: the server started, its tools recorded
@@ -49,7 +61,7 @@ async def measure(sessions: int, light: bool) -> tuple[float, float]:
             before = rss_kb(gateway.process.pid)
             async with contextlib.AsyncExitStack() as stack:
                 for _ in range(sessions):
-                    client = await stack.enter_async_context(gateway.client())
+                    client = await stack.enter_async_context(gateway.client(**callbacks))
                     await client.list_tools()
                     await client.call_tool("fix__echo", {"text": "x"})
                 await asyncio.sleep(3.0)  # the event streams are open; transient buffers settle
@@ -63,11 +75,15 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=200)
     args = parser.parse_args()
-    print("| light sessions | sessions | RSS at rest MB | KB/session held |")
+    print("| client | sessions | RSS at rest MB | KB/session held |")
     print("|---|---|---|---|")
-    for light in (True, False):
-        before, per_session = await measure(args.sessions, light)
-        print(f"| {'on' if light else 'off'} | {args.sessions} | {before:.1f} | {per_session:.1f} |")
+    shapes: dict[str, dict[str, Any]] = {
+        "no callbacks": {},
+        "roots + elicitation": {"list_roots_callback": roots, "elicitation_callback": elicit},
+    }
+    for shape, callbacks in shapes.items():
+        before, per_session = await measure(args.sessions, callbacks)
+        print(f"| {shape} | {args.sessions} | {before:.1f} | {per_session:.1f} |")
     return 0
 
 
