@@ -89,6 +89,10 @@ def page(browser: Any, gw: RunningGateway) -> Iterator[Any]:
     urls: list[str] = []
     tab.on("request", lambda request: urls.append(request.url))
     tab.requested_urls = urls
+    errors: list[str] = []
+    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.console_errors = errors
     tab.goto(gw.base_url + "/admin/")
     try:
         yield tab
@@ -130,6 +134,26 @@ def test_the_page_shows_servers_and_recent_calls(page: Any, gw: RunningGateway, 
     keep = os.environ.get("MCP_GATEWAY_SCREENSHOT_DIR")
     if keep:
         shutil.copy(shot, Path(keep) / "admin-page.png")
+
+
+def test_the_signed_in_page_logs_no_console_error(page: Any, gw: RunningGateway) -> None:
+    sign_in(page, gw.admin_key)
+    page.wait_for_selector('tr[data-server="fx"]')
+    page.wait_for_selector("#calls tbody tr")
+    page.reload()  # a second load asks for the icon again, from the cache or not
+    page.wait_for_selector('tr[data-server="fx"]')
+    page.wait_for_load_state("networkidle")
+    assert page.console_errors == []
+
+
+def test_the_favicon_is_served(gw: RunningGateway) -> None:
+    import httpx
+
+    response = httpx.get(gw.base_url + "/favicon.ico", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("image/svg+xml")
+    assert response.text.lstrip().startswith("<svg")
+    assert '<link rel="icon"' in httpx.get(gw.base_url + "/admin/", timeout=10).text
 
 
 def test_the_claude_line_is_ready_and_a_minted_token_works(page: Any, gw: RunningGateway) -> None:

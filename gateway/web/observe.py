@@ -31,7 +31,11 @@ from gateway.web.access import admin_denied as shared_admin_denied
 logger = logging.getLogger("gateway.observe")
 
 AUDIT_FILE = "audit.log"
-STATIC_FILES = {"admin.js": "text/javascript; charset=utf-8", "admin.css": "text/css; charset=utf-8"}
+STATIC_FILES = {
+    "admin.js": "text/javascript; charset=utf-8",
+    "admin.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
@@ -112,6 +116,8 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         Route("/admin/", endpoint=admin_page, methods=["GET"]),
         Route("/admin", endpoint=admin_redirect, methods=["GET"]),
         *(Route(f"/admin/{name}", endpoint=static(name), methods=["GET"]) for name in STATIC_FILES),
+        # Browsers ask for /favicon.ico whatever the page says; an answer keeps their console clean.
+        Route("/favicon.ico", endpoint=static("favicon.svg"), methods=["GET"]),
     ]
 
 
