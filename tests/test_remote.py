@@ -184,3 +184,21 @@ async def test_a_gateway_with_a_remote_server_shuts_down_cleanly(
     assert "Traceback" not in gateway.output()
     deletes = [r for r in remote.requests() if r["method"] == "DELETE"]
     assert len(deletes) == 1  # the upstream session was ended, not dropped
+
+
+async def test_a_remote_resource_update_reaches_the_subscribed_session(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path, remote: Remote
+) -> None:
+    gateway = start(gateway_factory, tmp_path, catalog(f"http://127.0.0.1:{remote.port}/mcp"))
+    updated: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updated.append(str(message.params.uri))
+
+    async with gateway.client(message_handler=on_message) as client:
+        [note] = (await client.list_resources()).resources
+        await client.subscribe_resource(str(note.uri))
+        await client.call_tool("rem__touch", {})
+        await eventually(lambda: bool(updated), 30, "resources/updated")
+    assert updated == [str(note.uri)]

@@ -225,7 +225,14 @@ class Gateway:
                 from gateway.upstream.remote import RemoteServer
 
                 servers[name] = RemoteServer(  # type: ignore[assignment]
-                    name, sandbox.id, entry, server_settings, self._limits(entry), redactor, list_changed
+                    name,
+                    sandbox.id,
+                    entry,
+                    server_settings,
+                    self._limits(entry),
+                    redactor,
+                    list_changed,
+                    server_notification,
                 )
                 continue
             servers[name] = UpstreamServer(

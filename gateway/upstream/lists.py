@@ -1,4 +1,5 @@
-"""What a server offers (tools, prompts, resources), fetched and refreshed the same way for every upstream."""
+"""What a server offers (tools, prompts, resources), fetched and refreshed the same way for every upstream,
+and what becomes of its notifications that no call is waiting for."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway.features.redaction import Redactor
 from gateway.upstream.errors import UpstreamError
 
 logger = logging.getLogger("gateway.upstream")
@@ -21,17 +23,20 @@ MAX_PAGES = 100  # a paginator that never ends cannot hang us
 class ServerLists:
     """Mixin for upstreams: keeps the lists and refreshes them on ``*/list_changed``.
 
-    The class using it provides ``name``, ``capabilities``, ``limits.start_timeout``,
-    ``_on_list_changed`` and :meth:`_list_request`.
+    The class using it provides ``name``, ``sandbox``, ``redactor``, ``capabilities``,
+    ``_on_list_changed``, ``_on_notification`` and :meth:`_list_request`.
     """
 
     name: str
+    sandbox: str
+    redactor: Redactor
     capabilities: dict[str, Any]
     tools: list[dict[str, Any]]
     prompts: list[dict[str, Any]]
     resources: list[dict[str, Any]]
     resource_templates: list[dict[str, Any]]
     _on_list_changed: Callable[[Any, str], Awaitable[None]] | None
+    _on_notification: Callable[[Any, str, dict[str, Any]], Awaitable[None]] | None
 
     async def _list_request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -73,3 +78,13 @@ class ServerLists:
         if self._on_list_changed is not None:
             await self._on_list_changed(self, kind)
         return True
+
+    async def _handle_notification(self, method: str, params: dict[str, Any]) -> None:
+        """A notification no call is waiting for: list changes refresh; the rest go to the router."""
+        if await self.refresh_on_list_changed(method):
+            return
+        if self._on_notification is not None:
+            await self._on_notification(self, method, params)
+        elif method == "notifications/message":  # not attributable to one caller: keep it in our log
+            data = str(self.redactor.value(params.get("data")))[:500]
+            logger.debug("server %s of sandbox %s logged (%s): %s", self.name, self.sandbox, params.get("level"), data)

@@ -52,6 +52,7 @@ class RemoteServer(ServerLists):
         limits: ServerLimits | None = None,
         redactor: Redactor = NO_REDACTION,
         on_list_changed: Callable[[Any, str], Awaitable[None]] | None = None,
+        on_notification: Callable[[Any, str, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         if entry.remote is None:
             raise ValueError(f"catalog entry {entry.name!r} has no remote")
@@ -64,6 +65,7 @@ class RemoteServer(ServerLists):
         self.limits = limits or ServerLimits()
         self.redactor = redactor
         self._on_list_changed = on_list_changed
+        self._on_notification = on_notification
         self.state = "stopped"
         self.started_at: float | None = None
         self.restarts = 0
@@ -171,9 +173,6 @@ class RemoteServer(ServerLists):
         peer, self.connection = self.connection, None
         if peer is not None:
             await peer.aclose()
-
-    async def _handle_notification(self, method: str, params: dict[str, Any]) -> None:
-        await self.refresh_on_list_changed(method)
 
     async def _list_request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         peer = self.connection

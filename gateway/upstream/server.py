@@ -287,15 +287,6 @@ class UpstreamServer(ServerLists):
         assert self.connection is not None
         return await self.connection.request(method, params, timeout=self.limits.start_timeout)
 
-    async def _handle_notification(self, method: str, params: dict[str, Any]) -> None:
-        if await self.refresh_on_list_changed(method):
-            return
-        if self._on_notification is not None:
-            await self._on_notification(self, method, params)
-        elif method == "notifications/message":  # not attributable to one caller: keep it in our log
-            data = str(self.redactor.value(params.get("data")))[:500]
-            logger.debug("server %s of sandbox %s logged (%s): %s", self.name, self.sandbox, params.get("level"), data)
-
     # -- calls ---------------------------------------------------------------------------
 
     async def call(
