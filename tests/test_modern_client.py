@@ -19,7 +19,6 @@ import pytest
 from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 
-from tests.servers_cache import pulled_data_dir
 from tests.support import RunningGateway, fixture_entry, start_gateway
 
 MODERN = "2026-07-28"
@@ -91,13 +90,9 @@ async def test_listen_tells_the_client_when_the_tools_change(gateway_factory: Ca
 
 
 async def test_listen_relays_the_updates_of_a_subscribed_resource(
-    gateway_factory: Callable[..., RunningGateway], tmp_path: Path
+    gateway_factory: Callable[..., RunningGateway], servers_data_dir: Path
 ) -> None:
-    cache = pulled_data_dir(["everything"])
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "servers").symlink_to(cache / "servers", target_is_directory=True)
-    gw = gateway_factory(["--servers", "everything"], data_dir=data)
+    gw = gateway_factory(["--servers", "everything"], data_dir=servers_data_dir)
     async with gw.client(mode=MODERN) as client:
         uri = str((await client.list_resources()).resources[0].uri)
         async with client.listen(resource_subscriptions=[uri]) as subscription:
