@@ -4,11 +4,12 @@ dies; what a SIGKILLed gateway left behind is removed at its next start."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from tests.support import RunningGateway, pid_alive, process_tree
 BWRAP = asyncio.run(probe_bwrap())
 pytestmark = pytest.mark.skipif(not BWRAP.ok, reason=BWRAP.detail)
 CGROUPS = detect_cgroups()
+MARK = b"TREE_MARK=1"  # in the environment of every process of the tree server
 
 # A stdio MCP server that starts a child, which starts a grandchild in a session of its own
 # (out of the server's process group), before it answers.
@@ -44,6 +46,16 @@ for line in sys.stdin:
 """
 
 
+@pytest.fixture(autouse=True)
+def no_sleeper_survives() -> Iterator[None]:
+    """Whatever a test asserts, the grandchildren it made do not outlive it."""
+    yield
+    for pid in sleepers(set(map(int, filter(str.isdigit, os.listdir("/proc"))))):
+        with contextlib.suppress(OSError):
+            if MARK in Path(f"/proc/{pid}/environ").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Path:
     directory = tmp_path / "tree-server"
@@ -54,7 +66,7 @@ def server(tmp_path: Path) -> Path:
 
 
 def start(factory: Callable[..., RunningGateway], server: Path, **kwargs: object) -> RunningGateway:
-    catalog = {"tree": {"command": [sys.executable, str(server)]}}
+    catalog = {"tree": {"command": [sys.executable, str(server)], "env": [{"name": "TREE_MARK", "value": "1"}]}}
     return factory(["--runtime", "bwrap", "--servers", "tree"], catalog=catalog, **kwargs)
 
 
