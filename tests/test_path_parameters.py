@@ -115,9 +115,15 @@ def test_a_path_parameter_touching_the_data_dir_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("value", "why"), [("relative/dir", "must be an absolute path"), ("/no/such", "does not exist")]
+    ("value", "why"),
+    [
+        ("relative/dir", "must be an absolute path"),
+        ("/no/such", "does not exist"),
+        ("/proc", "is in a kernel filesystem"),
+        ("/sys/fs", "is in a kernel filesystem"),
+    ],
 )
-def test_a_path_parameter_must_be_an_existing_absolute_path(
+def test_a_path_parameter_must_be_an_existing_absolute_path_outside_kernel_filesystems(
     gateway_factory: Callable[..., RunningGateway], value: str, why: str
 ) -> None:
     gateway = start(gateway_factory)

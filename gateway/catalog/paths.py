@@ -12,7 +12,8 @@ container bind mount), read-only unless the entry says ``x-mode: rw``. Any other
 is passed as text and never makes anything visible. A value is refused when the sandbox is
 created (admin API, ``sandbox create``, ``serve --config``) unless it is ``~`` or ``~/...`` (the
 server's own home) or an absolute path that exists and is neither the gateway's data dir, nor
-inside it (keys, pulled servers, every sandbox's home), nor a directory holding it. It is
+inside it (keys, pulled servers, every sandbox's home), nor a directory holding it, nor in
+``/proc``, ``/sys`` or ``/dev``. It is
 checked again, symlinks resolved, each time the server starts.
 """
 
@@ -46,8 +47,14 @@ def path_parameters(entry: CatalogEntry) -> dict[str, bool]:
     }
 
 
+# Kernel filesystems: the host's would undo the sandbox's own (its processes, devices, cgroups).
+KERNEL_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
 def _clash(path: Path, data_dir: Path) -> str | None:
     """Why ``path`` may not be shown to a server, or None."""
+    if any(path == root or root in path.parents for root in KERNEL_DIRS):
+        return "is in a kernel filesystem (/proc, /sys, /dev)"
     for private in {data_dir, data_dir.resolve()}:
         if path == private:
             return "is the gateway's data dir"
