@@ -102,6 +102,34 @@ class SandboxRouter:
     def visible_servers(self, principal: Principal) -> list[UpstreamServer]:
         return [s for name, s in self.servers.items() if principal.may_use_server(name)]
 
+    def may_use_capabilities(self, principal: Principal, server_name: str) -> bool:
+        """May ``principal`` see this server's prompts, resources, templates and completions?
+
+        Only if the token may use the server and, when it carries a ``tools`` claim, at least one of
+        the server's tools (by exposed name) matches it: a token narrowed to ``time__*`` reaches the
+        time server's prompts and resources, not those of servers whose tools it may not call. A
+        server whose tools are not known yet (not started) counts as having none.
+        """
+        if not principal.may_use_server(server_name):
+            return False
+        if principal.tools is None:
+            return True
+        server = self.servers.get(server_name)
+        if server is None:
+            return False
+        prefix = self.prefixes.get(server_name, server_name)
+        return any(
+            isinstance(tool.get("name"), str)
+            and principal.may_use_tool(server_name, exposed_name(prefix, tool["name"]))
+            for tool in server.tools
+        )
+
+    async def capability_servers(self, principal: Principal) -> list[UpstreamServer]:
+        """Start the servers the token may use; those whose non-tool capabilities it may reach."""
+        servers = self.visible_servers(principal)
+        await self.ensure_started(servers)
+        return [s for s in servers if self.may_use_capabilities(principal, s.name)]
+
     async def ensure_started(self, servers: Iterable[UpstreamServer]) -> None:
         """Start servers in parallel; one that fails leaves the others usable (its tools are absent)."""
         pending = [s for s in servers if s.state != "running"]
@@ -233,7 +261,7 @@ class SandboxRouter:
         return [
             self.redactor.value(route.definition)
             for route in self.prompt_routes().values()
-            if principal.may_use_server(route.server)
+            if self.may_use_capabilities(principal, route.server)
         ]
 
     async def get_prompt(
@@ -243,7 +271,7 @@ class SandboxRouter:
         if route is None:
             await self.ensure_started(self.visible_servers(principal))
             route = self.prompt_routes().get(name)
-        if route is None or not principal.may_use_server(route.server):
+        if route is None or not self.may_use_capabilities(principal, route.server):
             raise UnknownName("prompt", name)
         params: dict[str, Any] = {"name": route.original}
         if arguments:
@@ -254,13 +282,11 @@ class SandboxRouter:
     # -- resources -----------------------------------------------------------------------
 
     async def list_resources(self, principal: Principal) -> list[dict[str, Any]]:
-        servers = self.visible_servers(principal)
-        await self.ensure_started(servers)
+        servers = await self.capability_servers(principal)
         return [self.redactor.value(r) for s in servers for r in s.resources]
 
     async def list_resource_templates(self, principal: Principal) -> list[dict[str, Any]]:
-        servers = self.visible_servers(principal)
-        await self.ensure_started(servers)
+        servers = await self.capability_servers(principal)
         return [self.redactor.value(t) for s in servers for t in s.resource_templates]
 
     def _owner_of(self, servers: list[UpstreamServer], uri: str) -> UpstreamServer | None:
@@ -276,8 +302,7 @@ class SandboxRouter:
         return with_resources[0] if len(with_resources) == 1 else None
 
     async def read_resource(self, principal: Principal, uri: str, meta: dict[str, Any] | None) -> dict[str, Any]:
-        servers = self.visible_servers(principal)
-        await self.ensure_started(servers)
+        servers = await self.capability_servers(principal)
         owner = self._owner_of(servers, uri)
         if owner is None:
             raise UpstreamError(f"Resource not found: {uri}", -32002)
@@ -286,8 +311,7 @@ class SandboxRouter:
 
     async def subscribe(self, principal: Principal, uri: str, connection: Any) -> None:
         """Forward ``resources/subscribe`` to the owner; its ``resources/updated`` then reach ``connection``."""
-        servers = self.visible_servers(principal)
-        await self.ensure_started(servers)
+        servers = await self.capability_servers(principal)
         owner = self._owner_of(servers, uri)
         if owner is None:
             raise UpstreamError(f"Resource not found: {uri}", -32002)
@@ -301,7 +325,8 @@ class SandboxRouter:
         if subscribers:
             return  # another session still wants updates
         self._subscribers.pop(uri, None)
-        owner = self._owner_of(self.visible_servers(principal), uri)
+        servers = [s for s in self.visible_servers(principal) if self.may_use_capabilities(principal, s.name)]
+        owner = self._owner_of(servers, uri)
         if owner is not None and owner.state == "running":
             await self._call(owner.name, "resources/unsubscribe", {"uri": uri}, None, None)
 
@@ -329,13 +354,12 @@ class SandboxRouter:
             if route is None:
                 await self.ensure_started(self.visible_servers(principal))
                 route = self.prompt_routes().get(str(ref.get("name")))
-            if route is None or not principal.may_use_server(route.server):
+            if route is None or not self.may_use_capabilities(principal, route.server):
                 raise UnknownName("prompt", str(ref.get("name")))
             server_name = route.server
             ref["name"] = route.original
         else:
-            servers = self.visible_servers(principal)
-            await self.ensure_started(servers)
+            servers = await self.capability_servers(principal)
             owner = self._owner_of(servers, str(ref.get("uri")))
             if owner is None:
                 raise UpstreamError(f"Resource not found: {ref.get('uri')}", -32002)
