@@ -17,6 +17,7 @@ from typing import Any
 
 import mcp_types as types
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from tests.support import REPO, RunningGateway, free_port
 from tests.upstream_helpers import eventually
@@ -202,3 +203,22 @@ async def test_a_remote_resource_update_reaches_the_subscribed_session(
         await client.call_tool("rem__touch", {})
         await eventually(lambda: bool(updated), 30, "resources/updated")
     assert updated == [str(note.uri)]
+
+
+@pytest.mark.parametrize(
+    ("tool", "expected"),
+    [
+        ("bad_code_null", "server 'rem' answered tools/call with a malformed error (code null): null code"),
+        ("bad_huge", "server 'rem' sent a message that is not valid JSON"),
+    ],
+)
+async def test_a_malformed_answer_over_sse_fails_only_that_call(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path, remote: Remote, tool: str, expected: str
+) -> None:
+    gateway = start(gateway_factory, tmp_path, catalog(f"http://127.0.0.1:{remote.port}/sse", "sse"))
+    async with gateway.client() as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool(f"rem__{tool}", {})
+        after = await client.call_tool("rem__echo", {"text": "still here"})
+    assert expected in caught.value.message
+    assert after.content[0].text == "still here"  # type: ignore[union-attr]
