@@ -72,7 +72,7 @@ class ModernChannel:
     async def log(self, params: dict[str, Any]) -> None:
         if not self.levels:
             return
-        forwarded = log_message(params, None, self.levels, self.redactor)
+        forwarded = log_message(params, self.levels, self.redactor)
         if forwarded is not None:
             await self.reply.notify("notifications/message", forwarded)
 

@@ -15,14 +15,6 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert"
 # Server-to-client requests an upstream may send during a call -> the client capability they need.
 RELAYED_REQUESTS = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
 
-# logging/setLevel per client connection (handshake era); absent means every level.
-_log_levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-
-def set_log_level(connection: Any, level: str) -> None:
-    """``logging/setLevel`` for a connection (or a light session standing in for one)."""
-    _log_levels[connection] = level
-
 
 def progress_message(params: dict[str, Any], token: Any, redactor: Redactor) -> dict[str, Any]:
     """An upstream ``notifications/progress`` as the client gets it: its own token, a redacted message."""
@@ -33,19 +25,13 @@ def progress_message(params: dict[str, Any], token: Any, redactor: Redactor) -> 
     return forwarded
 
 
-def log_message(
-    params: dict[str, Any], connection: Any, allowed: frozenset[str] | set[str], redactor: Redactor
-) -> dict[str, Any] | None:
+def log_message(params: dict[str, Any], allowed: frozenset[str], redactor: Redactor) -> dict[str, Any] | None:
     """What of an upstream ``notifications/message`` reaches the client (None: not wanted, dropped).
 
-    ``allowed`` is the levels the request opted into (2026-07-28) or all of them; ``connection``'s
-    ``logging/setLevel`` minimum (handshake era) applies on top.
+    ``allowed`` is the levels the client asked for.
     """
     level = params.get("level")
     if level not in LOG_LEVELS or level not in allowed:
-        return None
-    minimum = _log_levels.get(connection) if connection is not None else None
-    if minimum is not None and LOG_LEVELS.index(level) < LOG_LEVELS.index(minimum):
         return None
     forwarded: dict[str, Any] = {"level": level, "data": redactor.value(params.get("data"))}
     if isinstance(params.get("logger"), str):
