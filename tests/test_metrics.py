@@ -185,8 +185,26 @@ def test_metrics_port_serves_metrics_without_a_key_on_loopback(gateway_factory: 
     response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     assert response.status_code == 200
     assert "mcp_gateway_tool_calls" in response.text
-    assert httpx.get(f"http://127.0.0.1:{port}/admin/audit", timeout=10).status_code == 404
+    other = httpx.get(f"http://127.0.0.1:{port}/admin/audit", timeout=10)  # only metrics, on any path
+    assert "mcp_gateway_tool_calls" in other.text and '"entries"' not in other.text
     assert httpx.get(gw.base_url + "/metrics").status_code == 401  # the main port still wants the key
+
+
+def test_the_scrape_has_the_gateway_process_series(gateway_factory: Factory) -> None:
+    gw = start_fx(gateway_factory)
+    text = scrape(gw)
+    assert value(text, "process_resident_memory_bytes") > 1_000_000
+    assert value(text, "process_open_fds") > 0
+    assert value(text, "process_start_time_seconds") > 1_600_000_000
+    assert value(text, "python_info", major="3") == 1
+
+
+def test_metrics_port_serves_the_process_series(gateway_factory: Factory) -> None:
+    port = free_port()
+    start_fx(gateway_factory, "--metrics-port", str(port))
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert value(text, "process_cpu_seconds_total") >= 0
+    assert value(text, "mcp_gateway_rejected_requests_total", reason="auth") == 0
 
 
 def test_metrics_port_closes_when_the_gateway_stops(gateway_factory: Factory) -> None:

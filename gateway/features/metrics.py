@@ -19,7 +19,15 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -105,6 +113,10 @@ class Metrics:
 
     def __init__(self, gateway: Gateway | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # The gateway process itself: process_* (CPU, memory, open fds; Linux only), python_info, python_gc_*.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.calls = Counter(
             f"{PREFIX}_tool_calls",
             "Tool calls by sandbox, server, tool and outcome",

@@ -1,7 +1,7 @@
 """Observability feature: metrics, the audit log and the status page.
 
 ``install(gateway)`` adds the metrics and audit call observers and, with ``--metrics-port``,
-a loopback listener serving ``/metrics`` without a key. ``routes(gateway)`` adds
+prometheus_client's own exporter on a loopback port, serving the metrics without a key. ``routes(gateway)`` adds
 ``GET /metrics`` and ``GET /admin/audit`` (admin key) and ``GET /admin/`` (the status page,
 which asks for the admin key itself and sends it only in ``Authorization`` headers).
 """
@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import socketserver
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, start_http_server
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -164,20 +163,12 @@ class _AuditCloser:
 # -- the --metrics-port listener -----------------------------------------------------------------
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
-class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 class MetricsListener:
-    """``/metrics`` without a key on a loopback port, served by a small WSGI server in a thread.
+    """The gateway's registry on a loopback port without a key, served by prometheus_client's own server.
 
-    A thread (not a second uvicorn) keeps it out of the main server's signal handling and event loop:
-    a slow scrape never delays a tool call.
+    ``start_http_server`` runs a small threaded WSGI server in a daemon thread (not a second uvicorn):
+    it stays out of the main server's signal handling and event loop, so a slow scrape never delays a
+    tool call. Like any prometheus_client exporter it answers every GET path with the metrics.
     """
 
     def __init__(self, metrics: Metrics, host: str, port: int) -> None:
@@ -187,21 +178,11 @@ class MetricsListener:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
-    def app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"only GET /metrics is served here\n"]
-        body = self.metrics.render()
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
-        return [body]
-
     async def start(self) -> None:
         try:
-            self._server = make_server(self.host, self.port, self.app, _ThreadingServer, _QuietHandler)
+            self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.metrics.registry)
         except OSError as exc:
             raise RuntimeError(f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror or exc}") from None
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-listener", daemon=True)
-        self._thread.start()
         logger.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     async def stop(self) -> None:
