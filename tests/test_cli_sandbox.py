@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None)
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
-        input=stdin,
+        input=stdin if stdin is not None else "",  # never the terminal pytest may run in
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -116,6 +117,75 @@ def test_delete_removes_the_sandbox(gateway: RunningGateway) -> None:
     assert mcp_status(gateway, answer["mcp_token"]) == 401
     again = cli("sandbox", "delete", answer["id"], "--data-dir", str(gateway.data_dir))
     one_line_error(again, answer["id"], "404")
+
+
+def cli_on_terminal(*args: str, typed: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the CLI with a pseudo-terminal as standard input, on which ``typed`` is typed."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
+    master, slave = os.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", *args],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=environment,
+        )
+    finally:
+        os.close(slave)
+    try:
+        if typed:
+            os.write(master, typed.encode())
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise AssertionError("the command waited for an answer nobody was asked to give") from None
+    finally:
+        os.close(master)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def create_plain(gateway: RunningGateway) -> dict[str, Any]:
+    created = cli("sandbox", "create", "--config", '{"plain": {}}', "--json", "--data-dir", str(gateway.data_dir))
+    assert created.returncode == 0, created.stderr
+    return dict(json.loads(created.stdout))
+
+
+def test_delete_on_a_terminal_asks_and_a_no_keeps_the_sandbox(gateway: RunningGateway) -> None:
+    answer = create_plain(gateway)
+    result = cli_on_terminal("sandbox", "delete", answer["id"], "--data-dir", str(gateway.data_dir), typed="n\n")
+    assert result.returncode == 1
+    assert f"Delete sandbox {answer['id']}?" in result.stderr and "[y/N]" in result.stderr
+    assert "not deleted" in result.stderr and "Traceback" not in result.stderr
+    assert mcp_status(gateway, answer["mcp_token"]) == 200
+
+
+def test_delete_on_a_terminal_deletes_after_a_yes(gateway: RunningGateway) -> None:
+    answer = create_plain(gateway)
+    result = cli_on_terminal("sandbox", "delete", answer["id"], "--data-dir", str(gateway.data_dir), typed="y\n")
+    assert result.returncode == 0, result.stderr
+    assert "[y/N]" in result.stderr and f"Deleted sandbox {answer['id']}" in result.stdout
+    assert mcp_status(gateway, answer["mcp_token"]) == 401
+
+
+def test_delete_with_yes_does_not_ask_on_a_terminal(gateway: RunningGateway) -> None:
+    answer = create_plain(gateway)
+    result = cli_on_terminal("sandbox", "delete", "-y", answer["id"], "--data-dir", str(gateway.data_dir))
+    assert result.returncode == 0, result.stderr
+    assert "[y/N]" not in result.stderr
+    assert mcp_status(gateway, answer["mcp_token"]) == 401
+
+
+def test_delete_without_a_terminal_does_not_ask(gateway: RunningGateway) -> None:
+    answer = create_plain(gateway)
+    result = cli("sandbox", "delete", answer["id"], "--data-dir", str(gateway.data_dir), stdin="n\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert mcp_status(gateway, answer["mcp_token"]) == 401
 
 
 def test_the_admin_key_comes_from_the_environment(gateway: RunningGateway, tmp_path: Path) -> None:

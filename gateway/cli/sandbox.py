@@ -62,6 +62,7 @@ def register(commands: Any) -> None:
 
     delete = actions.add_parser("delete", help="delete a sandbox: its servers stop, its secrets are erased")
     delete.add_argument("id", metavar="ID")
+    delete.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation on a terminal")
     _connection_flags(delete)
     delete.set_defaults(handler=cmd_delete)
 
@@ -183,8 +184,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirmed(question: str) -> bool:
+    """Ask on the terminal; only a "y" or "yes" answer is a yes (end of input or Ctrl-C is a no)."""
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        answer = ""
+    if not answer.endswith("\n"):
+        sys.stderr.write("\n")
+    return answer.strip().lower() in ("y", "yes")
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     check_sandbox_id(args.id)
+    # Only a person at a terminal is asked: scripts (stdin not a terminal) keep working unchanged.
+    if not args.yes and sys.stdin is not None and sys.stdin.isatty():
+        question = f"Delete sandbox {args.id}? Its servers stop, its tokens stop working, its secrets are erased."
+        if not _confirmed(question):
+            raise SandboxCliError(f"sandbox {args.id} not deleted (answer y, or pass --yes)")
     try:
         with _client(args) as client:
             client.delete_sandbox(args.id)
