@@ -15,15 +15,13 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import orjson
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.catalog.config import ServerSettings, parse_mcp_config
 from gateway.catalog.entries import Catalog, CatalogEntry, CatalogError
 from gateway.catalog.paths import check_paths
 from gateway.core.auth import AuthError, Principal, TokenService
-from gateway.core.router import Downstream, SandboxRouter
+from gateway.core.router import SandboxRouter
 from gateway.features.redaction import NO_REDACTION, Redactor
 from gateway.settings import Settings
 from gateway.store.datadir import DataDir
@@ -39,6 +37,9 @@ from gateway.store.sandboxes import (
 from gateway.upstream.errors import INVALID_PARAMS, UpstreamError
 from gateway.upstream.launch import LaunchSpec
 from gateway.upstream.server import ServerLimits, UpstreamServer
+
+if TYPE_CHECKING:
+    from gateway.core.pipeline import Middleware
 
 logger = logging.getLogger("gateway")
 
@@ -97,9 +98,14 @@ class Gateway:
         self._background: set[asyncio.Task[Any]] = set()
         self.default_sandbox = DEFAULT_SANDBOX
         self.admin_key = ""
-        self.observers: list[Callable[[CallRecord], None]] = []
         self.deletion_hooks: list[Callable[[str], None]] = []  # told the id of each deleted sandbox
         self.services: list[Service] = []
+        # Features on the call path (gateway/core/pipeline.py), outermost first; added by install().
+        self.middleware: list[Middleware] = []
+        # Called with each sandbox router right after it is built (the tool record seeds it).
+        self.router_hooks: list[Callable[[SandboxRouter], None]] = []
+        # tools/list of a principal before any per-session narrowing; None: ask the servers.
+        self.tool_lister: Callable[[Principal, SandboxRouter], Awaitable[list[dict[str, Any]]]] | None = None
         # (sandbox, server, kind, definition) -> offer it? Set by the integrity feature.
         self.tool_admission: Callable[[str, str, str, dict[str, Any]], bool] | None = None
 
@@ -195,6 +201,11 @@ class Gateway:
         if sandbox is None:
             raise UpstreamError("this sandbox no longer exists", INVALID_PARAMS)
         router = self._build_router(sandbox)
+        for hook in self.router_hooks:
+            try:
+                hook(router)
+            except Exception:  # a feature's optimisation: the sandbox works without it
+                logger.exception("a router hook failed for sandbox %s", sandbox_id)
         self._routers[sandbox_id] = router
         self._expires[sandbox_id] = sandbox.expires_at
         self._generations[sandbox_id] = sandbox.generation
@@ -401,80 +412,11 @@ class Gateway:
 
     # -- calls ---------------------------------------------------------------------------
 
-    async def visible_tools(self, principal: Principal, router: SandboxRouter, session: Any) -> list[dict[str, Any]]:
-        """tools/list: answered from the tool record (toolcache.py), narrowed per session by discovery.py.
-
-        ``session`` is the client's :class:`~gateway.core.pipeline.SessionState` (None: no session).
-        """
-        from gateway.features import discovery, toolcache
-
-        tools = await toolcache.list_tools(self, principal, router)
-        return await discovery.session_tools(self, principal, router, session, tools)
-
-    async def call_tool(
-        self,
-        principal: Principal,
-        router: SandboxRouter,
-        name: str,
-        arguments: dict[str, Any] | None,
-        meta: dict[str, Any] | None,
-        downstream: Downstream,
-        session: Any = None,
-        encode: Callable[[dict[str, Any]], bytes | None] | None = None,
-    ) -> dict[str, Any]:
-        """Route one tools/call and tell the observers about it.
-
-        ``session`` is the caller's :class:`~gateway.core.pipeline.SessionState` (None: no session).
-        ``encode`` turns the result into the bytes the client will get; when given, the observers'
-        ``result_bytes`` is measured on those bytes instead of serialising the result again.
-        """
-        session_id = session.id if session is not None else None
-        if name.startswith("gateway__"):  # discovery's own tools (gateway/features/discovery.py)
-            from gateway.features import discovery
-
-            handled = await discovery.call_tool(self, principal, router, name, arguments, session)
-            if handled is not None:
-                return handled
-        started = time.perf_counter()
-        record = CallRecord(
-            time=time.time(),
-            sandbox=principal.sandbox,
-            session=session_id,
-            tool=name,
-            args=sorted(arguments) if isinstance(arguments, dict) else [],
-        )
-        upstream_started: float | None = None
-        try:
-            # Resolving may start servers: that is gateway time, the call after it upstream time.
-            await router.resolve_tool(principal, name)
-            upstream_started = time.perf_counter()
-            result = await router.call_tool(principal, name, arguments, meta, downstream)
-        except UpstreamError as exc:
-            record.outcome = "unknown_tool" if exc.code == INVALID_PARAMS else "error"
-            record.error = type(exc).__name__ if exc.code != INVALID_PARAMS else "UnknownTool"
-            raise
-        except BaseException as exc:
-            record.outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-            record.error = type(exc).__name__
-            raise
-        else:
-            record.outcome = "tool_error" if result.get("isError") else "ok"
-            if self.observers:
-                encoded = encode(result) if encode is not None else None
-                record.result_bytes = len(encoded) if encoded is not None else len(orjson.dumps(result))
-            return result
-        finally:
-            finished = time.perf_counter()
-            record.duration_ms = (finished - started) * 1000
-            if upstream_started is not None:
-                record.upstream_ms = (finished - upstream_started) * 1000
-            route = router.tool_routes().get(name)
-            record.server = route.server if route else None
-            for observer in self.observers:
-                try:
-                    observer(record)
-                except Exception:
-                    logger.exception("a call observer failed")
+    async def list_tools(self, principal: Principal, router: SandboxRouter) -> list[dict[str, Any]]:
+        """The principal's tools (from the tool record when the toolcache feature is on)."""
+        if self.tool_lister is not None:
+            return await self.tool_lister(principal, router)
+        return await router.list_tools(principal)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -129,12 +130,17 @@ class NoChannel:
 
 @dataclass(slots=True)
 class Call:
-    """One request on its way through the pipeline."""
+    """One request on its way through the pipeline.
+
+    ``upstream_started`` (``time.perf_counter()``) is set by the router stage of a tools/call once
+    its route is resolved (servers started): what follows is time spent upstream.
+    """
 
     caller: Caller
     method: str
     params: dict[str, Any]
     channel: ClientChannel = field(default_factory=NoChannel)
+    upstream_started: float | None = None
 
     @property
     def meta(self) -> dict[str, Any] | None:
@@ -197,7 +203,7 @@ class Pipeline:
         router = self.gateway.router(principal.sandbox)
         method, params = call.method, call.params
         if method == "tools/list":
-            return {"tools": await self.gateway.visible_tools(principal, router, call.caller.session)}
+            return {"tools": await self.gateway.list_tools(principal, router)}
         if method == "tools/call":
             return await self._call_tool(call, router)
         if method == "prompts/list":
@@ -228,10 +234,12 @@ class Pipeline:
     async def _call_tool(self, call: Call, router: SandboxRouter) -> dict[str, Any]:
         name = _string(call.params, "name")
         arguments = _object(call.params, "arguments")
+        principal = call.caller.principal
         with call_origin_of(call):
-            return await self.gateway.call_tool(
-                call.caller.principal, router, name, arguments, call.meta, call.channel, call.caller.session
-            )
+            # Resolving may start servers: that is gateway time, the call after it upstream time.
+            await router.resolve_tool(principal, name)
+            call.upstream_started = time.perf_counter()
+            return await router.call_tool(principal, name, arguments, call.meta, call.channel)
 
 
 def _bind(middleware: Middleware, call_next: Handler) -> Handler:

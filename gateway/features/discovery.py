@@ -30,7 +30,7 @@ from gateway.features import toolcache
 if TYPE_CHECKING:
     from gateway.core.auth import Principal
     from gateway.core.gateway import Gateway
-    from gateway.core.pipeline import SessionState
+    from gateway.core.pipeline import Call, Handler, SessionState
     from gateway.core.router import SandboxRouter
 
 logger = logging.getLogger("gateway.discovery")
@@ -232,7 +232,7 @@ class Discovery:
         if name not in (FIND, ENABLE) or self.mode(router) == "off":
             return None
         arguments = arguments or {}
-        tools = await toolcache.list_tools(self.gateway, principal, router)
+        tools = await self.gateway.list_tools(principal, router)
         if name == FIND:
             return self._find(principal, router, tools, arguments)
         return await self._enable(tools, arguments, session)
@@ -295,38 +295,40 @@ def _error(message: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": message}], "isError": True}
 
 
+class DiscoveryMiddleware:
+    """Pipeline middleware: narrows tools/list per session and answers discovery's own two tools."""
+
+    def __init__(self, discovery: Discovery) -> None:
+        self.discovery = discovery
+
+    async def __call__(self, call: Call, call_next: Handler) -> dict[str, Any]:
+        if call.method == "tools/list":
+            result = await call_next(call)
+            router = self.discovery.gateway.router(call.caller.sandbox)
+            return {**result, "tools": self.discovery.session_tools(router, call.caller.session, result["tools"])}
+        if call.method == "tools/call":
+            name = call.params.get("name")
+            if name in (FIND, ENABLE):
+                router = self.discovery.gateway.router(call.caller.sandbox)
+                arguments = call.params.get("arguments")
+                handled = await self.discovery.call_tool(
+                    call.caller.principal,
+                    router,
+                    str(name),
+                    arguments if isinstance(arguments, dict) else None,
+                    call.caller.session,
+                )
+                if handled is not None:
+                    return handled
+        return await call_next(call)
+
+
 _installed: weakref.WeakKeyDictionary[Gateway, Discovery] = weakref.WeakKeyDictionary()
 
 
 def install(gateway: Gateway) -> None:
-    """Feature hook (``serve.FEATURES``): discovery, and the tool record it lists from."""
+    """Feature hook (``serve.FEATURES``): discovery as the outermost middleware, and the tool record it lists from."""
     toolcache.install(gateway)
     if gateway not in _installed:
-        _installed[gateway] = Discovery(gateway)
-
-
-async def session_tools(
-    gateway: Gateway,
-    principal: Principal,
-    router: SandboxRouter,
-    session: SessionState | None,
-    tools: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """The tools/list answer for this session: all of ``tools``, or with discovery on the search tools and
-    what the session enabled."""
-    discovery = _installed.get(gateway)
-    return discovery.session_tools(router, session, tools) if discovery is not None else tools
-
-
-async def call_tool(
-    gateway: Gateway,
-    principal: Principal,
-    router: SandboxRouter,
-    name: str,
-    arguments: dict[str, Any] | None,
-    session: SessionState | None,
-) -> dict[str, Any] | None:
-    discovery = _installed.get(gateway)
-    if discovery is None:
-        return None
-    return await discovery.call_tool(principal, router, name, arguments, session)
+        discovery = _installed[gateway] = Discovery(gateway)
+        gateway.middleware.insert(0, DiscoveryMiddleware(discovery))

@@ -18,8 +18,9 @@ without starting anything. Servers then start on their first call (or in the bac
 - A server never seen is started to learn its tools, for at most :data:`LIST_DEADLINE` seconds;
   when it finishes later, sessions that were answered without it get list_changed.
 
-It hooks into the gateway from :func:`install` (it wraps ``Gateway._build_router`` to seed each
-new router's servers and to observe their starts), so the core modules need no knowledge of it.
+It hooks into the gateway from :func:`install` (``Gateway.router_hooks`` seeds each new router's
+servers and observes their starts; ``Gateway.tool_lister`` answers tools/list from the record),
+so the core modules need no knowledge of it.
 """
 
 from __future__ import annotations
@@ -286,17 +287,8 @@ def install(gateway: Gateway) -> ToolCache:
         return cache
     cache = ToolCache(gateway)
     _installed[gateway] = cache
-    build = gateway._build_router
-
-    def build_router(sandbox: Any) -> SandboxRouter:
-        router = build(sandbox)
-        try:
-            cache.attach(router)
-        except Exception:  # the record is an optimisation: a sandbox works without it
-            logger.exception("could not attach the tool record to sandbox %s", router.sandbox)
-        return router
-
-    gateway._build_router = build_router  # type: ignore[method-assign]
+    gateway.router_hooks.append(cache.attach)
+    gateway.tool_lister = cache.list_tools
     for router in list(gateway.live_routers().values()):
         cache.attach(router)
     return cache
@@ -304,14 +296,6 @@ def install(gateway: Gateway) -> ToolCache:
 
 def installed(gateway: Gateway) -> ToolCache | None:
     return _installed.get(gateway)
-
-
-async def list_tools(gateway: Gateway, principal: Principal, router: SandboxRouter) -> list[dict[str, Any]]:
-    """tools/list for ``principal``: from the record when the toolcache is installed, else by starting servers."""
-    cache = _installed.get(gateway)
-    if cache is None:
-        return await router.list_tools(principal)
-    return await cache.list_tools(principal, router)
 
 
 def warm(gateway: Gateway, principal: Principal) -> None:

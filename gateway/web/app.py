@@ -238,7 +238,7 @@ async def well_known_other(request: Request) -> Response:
 
 
 def create_app(gateway: Gateway, extra_routes: list[BaseRoute] | None = None) -> Starlette:
-    pipeline = Pipeline(gateway)
+    pipeline = Pipeline(gateway, gateway.middleware)
     endpoint = McpEndpoint(gateway, pipeline, ModernEndpoint(pipeline, gateway.settings.max_body_bytes))
     mcp_endpoint = McpGuard(endpoint, gateway)
 

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.core.gateway import Gateway
 from gateway.features.audit import DEFAULT_LIMIT, MAX_LIMIT, AuditLog, parse_time
 from gateway.features.metrics import Metrics, activate
+from gateway.features.observers import ObserveCalls
 from gateway.web.access import admin_denied as shared_admin_denied
 
 logger = logging.getLogger("gateway.observe")
@@ -54,9 +55,8 @@ def install(gateway: Gateway) -> None:
     metrics = Metrics(gateway)
     activate(metrics)
     audit = AuditLog(gateway.data.path / AUDIT_FILE)
-    gateway.observers.append(metrics.observe)
+    gateway.middleware.append(ObserveCalls(gateway, [metrics.observe, audit.observe]))
     gateway.deletion_hooks.append(metrics.forget_sandbox)
-    gateway.observers.append(audit.observe)
     _state[id(gateway)] = (metrics, audit)
     gateway.services.append(_AuditCloser(audit))
     port = gateway.settings.metrics_port
