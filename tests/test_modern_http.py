@@ -6,8 +6,9 @@ client sends and gets.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -318,3 +319,22 @@ async def test_trace_context_reaches_the_upstream_and_the_envelope_does_not(
     seen = result["result"]["structuredContent"]["meta"]
     assert seen["traceparent"] == trace and seen["tracestate"] == "vendor=1"
     assert not [key for key in seen if key.startswith("io.modelcontextprotocol/")]
+
+
+async def test_open_listen_streams_do_not_use_up_the_concurrent_request_limit(
+    gateway_factory: Callable[..., RunningGateway], http: httpx.AsyncClient
+) -> None:
+    gw = gateway_factory(["--servers", "fix", "--runtime", "host", "--max-concurrent-requests", "2"], catalog=CATALOG)
+    params = {"notifications": {"toolsListChanged": True}, "_meta": envelope()}
+    readers = []  # kept: a reader closed early would close its stream
+    async with contextlib.AsyncExitStack() as streams:
+        for index in range(3):
+            body = {"jsonrpc": "2.0", "id": f"listen-{index}", "method": "subscriptions/listen", "params": params}
+            headers = headers_for(gw, "subscriptions/listen")
+            response = await streams.enter_async_context(http.stream("POST", gw.url, json=body, headers=headers))
+            assert response.status_code == 200, f"listen {index}: {response.status_code}"
+            readers.append(response.aiter_lines())
+            while not (await readers[-1].__anext__()).startswith("data: "):
+                pass  # until the acknowledgment: the stream is open
+        listed = await post(http, gw, "tools/list")
+    assert listed.status_code == 200, listed.text

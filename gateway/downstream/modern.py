@@ -53,7 +53,7 @@ from gateway.core.pipeline import Call, Caller, Pipeline, RpcError
 from gateway.downstream.handshake import PRINCIPAL_SCOPE_KEY
 from gateway.downstream.modern_exchange import InputExchange, ModernChannel, may_ask
 from gateway.downstream.modern_http import Monitor, Reply, Request, plain_error, read_body
-from gateway.downstream.modern_listen import ListenStream
+from gateway.downstream.modern_listen import INFLIGHT_RELEASE_KEY, ListenStream
 from gateway.downstream.relay import LOG_LEVELS, Active
 
 if TYPE_CHECKING:
@@ -168,7 +168,8 @@ class ModernEndpoint:
             caller, params = self._check(body, request, principal)
             method: str = body["method"]
             if method == "subscriptions/listen":
-                await ListenStream(self.gateway, caller, request_id, params, self.info).serve(receive, send)
+                stream = ListenStream(self.gateway, caller, request_id, params, self.info)
+                await stream.serve(receive, send, scope.get(INFLIGHT_RELEASE_KEY))
                 return
             if method == "server/discover":
                 await reply.result(self._shape(method, discover_result()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gateway.modern")
 
+# A callable in the request's scope (set by gateway.web.app.McpGuard): the POST stops counting toward
+# the sandbox's concurrent-request limit. A listen stream calls it once open: it may last for hours.
+INFLIGHT_RELEASE_KEY = "gateway.release_inflight"
 SUBSCRIPTION_ID_META_KEY = "io.modelcontextprotocol/subscriptionId"
 SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
 PING_SECONDS = 15.0
@@ -90,7 +94,7 @@ class ListenStream:
 
     # -- serving ------------------------------------------------------------------------------
 
-    async def serve(self, receive: Receive, send: Send) -> None:
+    async def serve(self, receive: Receive, send: Send, release: Callable[[], None] | None = None) -> None:
         honored = await self._subscribe()
         remove = self.gateway.listen(self.caller.sandbox, self._on_sandbox_notification)
         self.open_streams.add(self)
@@ -99,6 +103,8 @@ class ListenStream:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             ack = {"notifications": honored, "_meta": self.meta}
             await send(_event({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": ack}))
+            if release is not None:
+                release()
             while True:
                 getter = asyncio.ensure_future(self.queue.get())
                 done, _ = await asyncio.wait(

@@ -29,6 +29,7 @@ from gateway.core.pipeline import Pipeline
 from gateway.downstream.handshake import PRINCIPAL_SCOPE_KEY
 from gateway.downstream.http import McpEndpoint
 from gateway.downstream.modern import ModernEndpoint
+from gateway.downstream.modern_listen import INFLIGHT_RELEASE_KEY
 from gateway.downstream.modern_listen import close_all as close_listen_streams
 from gateway.features.metrics import count_rejection
 
@@ -166,14 +167,24 @@ class McpGuard:
             await busy(scope, receive, send)
             return
         self.inflight[sandbox] = self.inflight.get(sandbox, 0) + 1
+        counted = True
+
+        def release() -> None:
+            """The request no longer counts (a long-lived stream such as subscriptions/listen, once open)."""
+            nonlocal counted
+            if counted:
+                counted = False
+                left = self.inflight[sandbox] - 1
+                if left:
+                    self.inflight[sandbox] = left
+                else:
+                    del self.inflight[sandbox]
+
+        scope[INFLIGHT_RELEASE_KEY] = release
         try:
             await self.app(scope, receive, send_with_retry_after(send))
         finally:
-            left = self.inflight[sandbox] - 1
-            if left:
-                self.inflight[sandbox] = left
-            else:
-                del self.inflight[sandbox]
+            release()
 
     async def principal(self, authorization: bytes | None) -> Principal | Response:
         if self.gateway.settings.no_auth:
