@@ -160,8 +160,9 @@ def _venv_paths(prefix: Path) -> list[Path]:
 class _Needs:
     """Collects what a program needs, each program and directory looked at once."""
 
-    def __init__(self, search_path: str) -> None:
+    def __init__(self, search_path: str, private: Sequence[Path]) -> None:
         self.search_path = search_path
+        self.private = private  # the data dir: what lies there (a pulled install) is bound by itself
         self.found: list[Path] = []
         self.seen: set[Path] = set()
 
@@ -186,6 +187,8 @@ class _Needs:
 
     def script(self, path: Path) -> None:
         """A script's project directory, else the script alone."""
+        if is_under(path, self.private) or is_under(path.resolve(), self.private):
+            return  # never walk up from the data dir into what holds it
         project = project_dir(path.resolve())
         if project is None:
             self.found.append(path)
@@ -213,12 +216,12 @@ def _path_args(args: Iterable[str]) -> Iterable[Path]:
                     yield Path(os.path.normpath(value))
 
 
-def command_paths(command: Sequence[str], literal_args: Iterable[str], search_path: str) -> list[Path]:
+def command_paths(command: Sequence[str], literal_args: Iterable[str], search_path: str, data_dir: Path) -> list[Path]:
     """What the server of ``command`` needs read-only. ``literal_args``: the arguments the catalog
     entry wrote itself; values filled from a sandbox's config never add a path here."""
     head = command[0]
     executable = Path(head) if "/" in head else Path(shutil.which(head, path=search_path) or head)
-    needs = _Needs(search_path)
+    needs = _Needs(search_path, [data_dir, data_dir.resolve()])
     needs.program(executable)
     for path in _path_args(literal_args):
         if path.is_dir():

@@ -76,7 +76,7 @@ class BwrapRuntime(Runtime):
             spec.argv,
             spec.env,
             request.home,
-            read_only=command_paths(spec.argv, literal, spec.env.get("PATH", "")),
+            read_only=command_paths(spec.argv, literal, spec.env.get("PATH", ""), self.data_dir),
             data_dir=self.data_dir,
             install_dir=install if install.is_dir() else None,
             binds=[Bind(p.path, p.source, p.writable) for p in request.paths],
