@@ -188,3 +188,28 @@ def test_the_filesystem_root_is_a_read_write_path_parameter() -> None:
     from gateway.catalog.paths import path_parameters
 
     assert path_parameters(Catalog.load().get("filesystem")) == {"root": True}
+
+
+async def test_a_path_swapped_for_a_link_to_the_data_dir_fails_the_next_start(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path
+) -> None:
+    import shutil
+
+    from mcp.shared.exceptions import MCPError
+
+    gateway = start(gateway_factory)
+    shared = tmp_path / "swapped"
+    shared.mkdir()
+    status, body = create(gateway, {"dir": str(shared)})
+    assert status == 201, body
+    shutil.rmtree(shared)
+    shared.symlink_to(gateway.data_dir)  # after the check at creation, before the server starts
+    async with gateway.client(token=body["mcp_token"]) as client:
+        with pytest.raises(MCPError):
+            await client.call_tool("fix__read_file", {"path": str(shared / "signing.key")})
+    with gateway.admin() as admin:
+        box = admin.get(f"/admin/status?sandbox={body['id']}").json()
+    servers = [s for b in box["sandboxes"] if b["id"] == body["id"] for s in b["servers"]]
+    assert "config 'dir'" in str(servers[0]["last_error"]) and "is the gateway's data dir" in str(
+        servers[0]["last_error"]
+    )
