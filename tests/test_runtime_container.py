@@ -212,3 +212,23 @@ async def test_containers_a_killed_gateway_left_are_removed_at_its_next_start(
         assert containers_of(again) == []
     finally:
         subprocess.run([ENGINE, "rm", "-f", run.stdout.decode().strip()], capture_output=True, timeout=60)
+
+
+async def test_a_path_parameter_is_mounted_read_only(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path, image: str
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "input.txt").write_text("from the host")
+    config = [{"name": "fix", "properties": {"dir": {"type": "string", "format": "path"}}}]
+    gateway = start(gateway_factory, tmp_path, entry(image, config=config))
+    with gateway.admin() as admin:
+        created = admin.post("/admin/sandboxes", json={"mcp": {"fix": {"dir": str(shared)}}})
+    assert created.status_code == 201, created.text
+    token = created.json()["mcp_token"]
+    async with gateway.client(token=token) as client:
+        read = await client.call_tool("fix__read_file", {"path": str(shared / "input.txt")})
+        write = await client.call_tool("fix__write_file", {"path": str(shared / "out.txt"), "content": "x"})
+    assert (read.content[0].text, read.is_error) == ("from the host", False)  # type: ignore[union-attr]
+    assert write.is_error
+    assert not (shared / "out.txt").exists()
