@@ -23,7 +23,6 @@ from mcp.client.stdio import StdioServerParameters
 from gateway.catalog.entries import Catalog, CatalogEntry, CatalogError, parse_entry
 from gateway.catalog.pull import (
     MARKER,
-    REPO_ROOT,
     PullError,
     _first_error_line,
     catalog_rows,
@@ -285,9 +284,10 @@ def test_python_resolves_to_the_gateway_interpreter(tmp_path: Path) -> None:
         assert resolve_command(_entry("py", command=[head, "-V"]), tmp_path) == [sys.executable, "-V"]
 
 
-def test_relative_path_resolves_against_the_repository(tmp_path: Path) -> None:
+def test_relative_program_path_is_a_clear_catalog_error(tmp_path: Path) -> None:
     entry = _entry("fixture", command=["tests/fixtures/fixture_server.py", "--x"])
-    assert resolve_command(entry, tmp_path) == [str(REPO_ROOT / "tests/fixtures/fixture_server.py"), "--x"]
+    with pytest.raises(CatalogError, match="relative path; name the program by absolute path"):
+        resolve_command(entry, tmp_path)
 
 
 def test_plain_command_is_left_to_path(tmp_path: Path) -> None:

@@ -40,7 +40,6 @@ from typing import Any
 import gateway
 from gateway.catalog.entries import Catalog, CatalogEntry, CatalogError
 
-REPO_ROOT = Path(gateway.__file__).resolve().parent.parent
 MARKER = "pulled.json"
 TOOLS_FILE = "tools.json"
 INSTALL_TIMEOUT = 900.0  # seconds for one npm/pip install
@@ -123,7 +122,7 @@ def resolve_command(entry: CatalogEntry, data_dir: Path) -> list[str]:
     """The argv to launch ``entry`` on the host (config templates in it are not yet filled).
 
     ``command[0]`` is looked up in the install's bin dir for installed entries; a relative path
-    with a slash is taken from the repository when it exists there (fixture servers);
+    with a slash is refused (a server runs in its private home, so it would name nothing there);
     ``python``/``python3`` mean the gateway's own interpreter; anything else is left to PATH.
     """
     if not entry.command:
@@ -136,9 +135,9 @@ def resolve_command(entry: CatalogEntry, data_dir: Path) -> list[str]:
         if "/" not in head and (bins / head).exists():
             return [str(bins / head), *rest]
     if "/" in head and not os.path.isabs(head):
-        candidate = REPO_ROOT / head
-        if candidate.exists():
-            return [str(candidate), *rest]
+        raise CatalogError(
+            f"server {entry.name!r}: command {head!r} is a relative path; name the program by absolute path"
+        )
     if head in ("python", "python3"):
         return [sys.executable, *rest]
     return [head, *rest]
