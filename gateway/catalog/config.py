@@ -6,6 +6,7 @@ validated per-server settings: the secrets (by dotted secret name) and the confi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Mapping
@@ -30,6 +31,31 @@ class ServerSettings:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServerSettings:
         return cls(name=data["name"], secrets=dict(data.get("secrets", {})), config=dict(data.get("config", {})))
+
+    def fingerprint(self) -> str:
+        """A hash of the config and secret values: equal settings give equal fingerprints.
+
+        Only the hash is ever stored (tool records, the tool ledger), never a value.
+        """
+        material = json.dumps({"secrets": dict(self.secrets), "config": dict(self.config)}, sort_keys=True, default=str)
+        return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def entry_key(entry: CatalogEntry) -> str:
+    """What makes two runs of an entry the same server: its command, install, image, remote and env."""
+    what = {
+        "command": list(entry.command),
+        "install": dict(entry.install),
+        "image": entry.image,
+        "remote": entry.remote.url if entry.remote else None,
+        "env": [[e.name, e.value] for e in entry.env],
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def settings_key(entry: CatalogEntry, settings: ServerSettings) -> str:
+    """The effective settings of one server in one sandbox: catalog entry + that sandbox's values (hashed)."""
+    return f"{entry_key(entry)}.{settings.fingerprint()}"
 
 
 def secret_key_aliases(entry: CatalogEntry, secret_name: str) -> list[str]:

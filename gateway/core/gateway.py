@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.catalog.config import ServerSettings, parse_mcp_config
+from gateway.catalog.config import ServerSettings, parse_mcp_config, settings_key
 from gateway.catalog.entries import Catalog, CatalogEntry, CatalogError
 from gateway.catalog.paths import check_paths
 from gateway.core.auth import AuthError, Principal, TokenService
@@ -106,8 +106,8 @@ class Gateway:
         self.router_hooks: list[Callable[[SandboxRouter], None]] = []
         # tools/list of a principal before any per-session narrowing; None: ask the servers.
         self.tool_lister: Callable[[Principal, SandboxRouter], Awaitable[list[dict[str, Any]]]] | None = None
-        # (sandbox, server, kind, definition) -> offer it? Set by the integrity feature.
-        self.tool_admission: Callable[[str, str, str, dict[str, Any]], bool] | None = None
+        # (sandbox, server, kind, definition, settings fingerprint) -> offer it? Set by the integrity feature.
+        self.tool_admission: Callable[[str, str, str, dict[str, Any], str], bool] | None = None
 
     # -- sandboxes -----------------------------------------------------------------------
 
@@ -215,6 +215,7 @@ class Gateway:
         redactor = Redactor(sandbox.secret_values()) if self.settings.redact else NO_REDACTION
         servers: dict[str, UpstreamServer] = {}
         prefixes: dict[str, str] = {}
+        fingerprints: dict[str, str] = {}
         router_ref: list[SandboxRouter] = []
 
         async def list_changed(server: UpstreamServer, kind: str) -> None:
@@ -232,6 +233,7 @@ class Gateway:
                 logger.warning("sandbox %s enables %s, which is no longer in the catalog", sandbox.id, name)
                 continue
             prefixes[name] = entry.tool_prefix
+            fingerprints[name] = settings_key(entry, server_settings)
             if entry.remote is not None:  # reached over HTTP, not spawned
                 from gateway.upstream.remote import RemoteServer
 
@@ -262,9 +264,12 @@ class Gateway:
 
         router = SandboxRouter(sandbox.id, servers, prefixes, redactor, on_list_changed=notify_sessions)
         router.notify_session = self.notify_session
+        router.fingerprints = fingerprints
         if self.tool_admission is not None:
             admission = self.tool_admission
-            router.admit = lambda server, kind, definition: admission(sandbox.id, server, kind, definition)
+            router.admit = lambda server, kind, definition: admission(
+                sandbox.id, server, kind, definition, fingerprints.get(server, "")
+            )
         router_ref.append(router)
         return router
 

@@ -96,6 +96,9 @@ class SandboxRouter:
         # (session id, method, params) -> delivered to that client session; set by the gateway.
         self.notify_session: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
         self.rejected: dict[str, str] = {}  # exposed name -> why it is not offered
+        # server -> hash of its effective settings in this sandbox (catalog entry, config and secret
+        # values): what the tool record and the tool ledger are keyed by. Set by the gateway.
+        self.fingerprints: dict[str, str] = {}
 
     # -- servers -------------------------------------------------------------------------
 

@@ -6,13 +6,18 @@ gateway remembers what each server offered the last time it ran, and answers fro
 without starting anything. Servers then start on their first call (or in the background with
 ``--prestart``).
 
-- File: ``<data-dir>/toolcache/<server>.json``
+- File: ``<data-dir>/toolcache/<server>/<key>.json``
   ``{"version": 1, "key": ..., "updated_at": ..., "tools": [...], "prompts": [...],
   "resources": [...], "resource_templates": [...]}``. ``key`` is a hash of the catalog entry's
-  ``command``/``install``/``image``/``remote``/``env``: a changed entry reads as "never seen".
+  ``command``/``install``/``image``/``remote``/``env`` and of the sandbox's config and secret values
+  for the server (:func:`gateway.catalog.config.settings_key`). A server's tools may depend on its
+  configuration, so there is one record per effective configuration: sandboxes with the same
+  settings share it (a new sandbox is answered at once), a sandbox with other config or secrets
+  never sees another's tools. A changed entry or changed values read as "never seen", and so do
+  records of older versions (``toolcache/<server>.json``, one per server).
   Without a record, the tool list that ``pull`` wrote (``servers/<name>/tools.json``) is used.
 - Written whenever a server (re)starts or sends a list_changed, with the sandbox's secret values
-  replaced first (one record serves every sandbox, so no sandbox's secret may be kept in it).
+  replaced first (no secret value is ever kept in a record; the key holds only a hash).
 - When a started server's live lists differ from what the sandbox was shown (the record), its
   sessions get ``notifications/<kind>/list_changed``.
 - A server never seen is started to learn its tools, for at most :data:`LIST_DEADLINE` seconds;
@@ -26,7 +31,6 @@ so the core modules need no knowledge of it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.catalog.config import entry_key
 from gateway.catalog.entries import CatalogEntry, CatalogError
 from gateway.features.redaction import NO_REDACTION, Redactor
 
@@ -57,18 +62,6 @@ CAPABILITY = {"tools": "tools", "prompts": "prompts", "resources": "resources", 
 Lists = dict[str, list[dict[str, Any]]]
 
 
-def entry_key(entry: CatalogEntry) -> str:
-    """What makes two runs of an entry the same server: a changed entry invalidates its record."""
-    what = {
-        "command": list(entry.command),
-        "install": dict(entry.install),
-        "image": entry.image,
-        "remote": entry.remote.url if entry.remote else None,
-        "env": [[e.name, e.value] for e in entry.env],
-    }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
-
-
 @dataclass(slots=True)
 class Record:
     key: str
@@ -81,6 +74,7 @@ class _RouterState:
 
     redactor: Redactor
     entries: dict[str, CatalogEntry] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # server -> record key (entry + this sandbox's settings)
     presented: dict[str, Lists] = field(default_factory=dict)  # server -> lists the sandbox was shown
     seen_starts: dict[str, int] = field(default_factory=dict)
     partial: set[str] = field(default_factory=set)  # never-seen servers a tools/list was answered without
@@ -93,31 +87,30 @@ class ToolCache:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.directory = gateway.data.path / "toolcache"
-        self._records: dict[str, tuple[float, Record]] = {}  # name -> (file mtime, record)
+        self._records: dict[tuple[str, str], tuple[float, Record]] = {}  # (name, key) -> (mtime, record)
         self._routers: weakref.WeakKeyDictionary[SandboxRouter, _RouterState] = weakref.WeakKeyDictionary()
 
     # -- the record files ----------------------------------------------------------------
 
-    def path(self, name: str) -> Path:
-        return self.directory / f"{name}.json"
+    def path(self, name: str, key: str) -> Path:
+        return self.directory / name / f"{key}.json"
 
-    def load(self, entry: CatalogEntry) -> Record | None:
-        """The entry's record if it matches the entry as it is now, else the pull-time tool list."""
-        key = entry_key(entry)
-        path = self.path(entry.name)
+    def load(self, entry: CatalogEntry, key: str) -> Record | None:
+        """The record of the entry run with settings ``key``, else the pull-time tool list."""
+        path = self.path(entry.name, key)
         try:
             mtime = path.stat().st_mtime
         except OSError:
             mtime = None
         record: Record | None = None
         if mtime is not None:
-            cached = self._records.get(entry.name)
+            cached = self._records.get((entry.name, key))
             if cached is not None and cached[0] == mtime:
                 record = cached[1]
             else:
                 record = self._read(path)
                 if record is not None:
-                    self._records[entry.name] = (mtime, record)
+                    self._records[(entry.name, key)] = (mtime, record)
         if record is not None and record.key == key:
             return record
         return self._pulled(entry, key)
@@ -143,11 +136,10 @@ class ToolCache:
         tools = pulled_tools(entry, self.gateway.data.path)
         return Record(key, {"tools": tools}) if tools is not None else None
 
-    def save(self, entry: CatalogEntry, lists: Lists) -> None:
+    def save(self, entry: CatalogEntry, key: str, lists: Lists) -> None:
         """Write the record atomically (readers never see half a file), only when it changed."""
-        key = entry_key(entry)
-        path = self.path(entry.name)
-        cached = self._records.get(entry.name)
+        path = self.path(entry.name, key)
+        cached = self._records.get((entry.name, key))
         if cached is not None and cached[1].key == key and cached[1].lists == lists:
             try:
                 if path.stat().st_mtime == cached[0]:
@@ -156,13 +148,13 @@ class ToolCache:
                 pass
         data = {"version": RECORD_VERSION, "key": key, "server": entry.name, "updated_at": time.time(), **lists}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(data, handle, separators=(",", ":"))
             os.replace(tmp, path)
-            self._records[entry.name] = (path.stat().st_mtime, Record(key, lists))
+            self._records[(entry.name, key)] = (path.stat().st_mtime, Record(key, lists))
         except OSError as exc:
             logger.warning("could not write the tool record of %s: %s", entry.name, exc.strerror or exc)
 
@@ -182,7 +174,8 @@ class ToolCache:
             except CatalogError:
                 continue
             state.entries[name] = entry
-            record = self.load(entry)
+            state.keys[name] = router.fingerprints.get(name) or entry_key(entry)
+            record = self.load(entry, state.keys[name])
             if record is not None and server.state != "running":
                 for kind, items in record.lists.items():
                     setattr(server, kind, list(items))  # the router copies each item it exposes
@@ -223,7 +216,7 @@ class ToolCache:
         state.presented[server.name] = live
         entry = state.entries.get(server.name)
         if entry is not None:
-            self.save(entry, live)
+            self.save(entry, state.keys.get(server.name) or entry_key(entry), live)
         if before is None:
             changed = {"tools"} if server.name in state.partial and live["tools"] else set()
         else:
