@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
+import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -154,9 +155,8 @@ class GatewayUvicorn(uvicorn.Server):
     still forces the exit. Unlike plain uvicorn, the caught signal is not raised again on the
     way out: a graceful stop exits 0.
 
-    sse-starlette (the SDK's event streams) would end every stream, including the ones still
-    waiting for a call's answer, the moment the signal arrives; its automatic drain is turned
-    off and the streams are ended here once the calls are done.
+    Event streams (a session's GET stream) are ended here once the calls are done, not at the
+    signal: a stream still waiting for a call's answer must get it first.
     """
 
     def __init__(self, config: uvicorn.Config, gateway: Gateway, on_ready: Callable[[], None] | None = None) -> None:
@@ -164,7 +164,6 @@ class GatewayUvicorn(uvicorn.Server):
         self.gateway = gateway
         self.on_ready = on_ready
         self.endpoint = getattr(getattr(config.app, "state", None), "mcp", None)  # McpEndpoint
-        _sse_drain(automatic=False)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's start-up; then (serving, the lifespan done) the ready lines."""
@@ -172,13 +171,12 @@ class GatewayUvicorn(uvicorn.Server):
         if self.started and not self.should_exit and self.on_ready is not None:
             self.on_ready()
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                self._captured_signals.clear()
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """As uvicorn's, without keeping the signal to raise again after the graceful stop (exit 0)."""
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: stop now
+        else:
+            self.should_exit = True
 
     def busy(self) -> bool:
         from gateway.downstream.relay import active_requests
@@ -217,20 +215,8 @@ class GatewayUvicorn(uvicorn.Server):
                 idle_polls = idle_polls + 1 if not self.busy() else 0
                 await asyncio.sleep(0.1)
         finally:
-            _sse_drain(now=True)  # end the idle event streams (GET /mcp) too
-            if self.endpoint is not None:
+            if self.endpoint is not None:  # end the idle event streams (GET /mcp) too
                 self.endpoint.end_streams()
-
-
-def _sse_drain(automatic: bool | None = None, now: bool = False) -> None:
-    try:
-        from sse_starlette.sse import AppStatus
-    except ImportError:  # pragma: no cover - the SDK depends on it
-        return
-    if automatic is False:
-        AppStatus.disable_automatic_graceful_drain()
-    if now:
-        AppStatus.should_exit = True
 
 
 def serve(args: argparse.Namespace) -> int:

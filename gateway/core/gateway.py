@@ -11,7 +11,6 @@ import asyncio
 import logging
 import shutil
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +84,6 @@ class Gateway:
         self.tokens = tokens
         self.started_at = time.time()
         self._routers: dict[str, SandboxRouter] = {}
-        self._connections: dict[str, weakref.WeakSet[Any]] = {}
         self._listeners: dict[str, set[Listener]] = {}
         self._session_listeners: dict[str, Listener] = {}  # session id -> its client-facing channel
         # Sessions per sandbox, from the client-facing session store (set where the app is assembled).
@@ -301,7 +299,6 @@ class Gateway:
 
     def _forget(self, sandbox_id: str) -> SandboxRouter | None:
         router = self._routers.pop(sandbox_id, None)
-        self._connections.pop(sandbox_id, None)
         self._expires.pop(sandbox_id, None)
         self._generations.pop(sandbox_id, None)
         self._last_used.pop(sandbox_id, None)
@@ -345,22 +342,10 @@ class Gateway:
         return self._routers
 
     def open_sessions(self) -> dict[str, int]:
-        """MCP sessions per sandbox: the session store's, and connections of the SDK's still tracked."""
-        counts = dict(self.session_counts()) if self.session_counts is not None else {}
-        for sandbox, conns in list(self._connections.items()):
-            if len(conns):
-                counts[sandbox] = counts.get(sandbox, 0) + len(conns)
-        return counts
+        """Handshake-era MCP sessions per sandbox (from the client-facing session store)."""
+        return dict(self.session_counts()) if self.session_counts is not None else {}
 
     # -- sessions ------------------------------------------------------------------------
-
-    def track_connection(self, sandbox_id: str, connection: Any) -> None:
-        self._connections.setdefault(sandbox_id, weakref.WeakSet()).add(connection)
-
-    def untrack_connection(self, connection: Any) -> None:
-        """A session ended, or a light session was handed to the SDK (whose connection stands for it now)."""
-        for connections in list(self._connections.values()):
-            connections.discard(connection)
 
     def listen(self, sandbox_id: str, listener: Listener) -> Callable[[], None]:
         """Register a stream for the sandbox's notifications; returns the function that removes it."""
@@ -404,16 +389,6 @@ class Gateway:
     async def notify_list_changed(self, sandbox_id: str, kind: str) -> None:
         """Tell every connected session and stream of the sandbox that a list changed."""
         await self.notify_listeners(sandbox_id, f"notifications/{kind}/list_changed", {})
-        for connection in list(self._connections.get(sandbox_id, ())):
-            try:
-                if kind == "tools":
-                    await connection.send_tool_list_changed()
-                elif kind == "prompts":
-                    await connection.send_prompt_list_changed()
-                else:
-                    await connection.send_resource_list_changed()
-            except Exception:
-                logger.debug("could not notify a session of sandbox %s", sandbox_id, exc_info=True)
 
     # -- calls ---------------------------------------------------------------------------
 

@@ -340,7 +340,7 @@ class SandboxRouter:
         uri = params.get("uri")
         for subscriber in list(self._subscribers.get(uri, ()) if isinstance(uri, str) else ()):
             try:
-                if hasattr(subscriber, "send_resource_updated"):  # a connection of the SDK's server
+                if hasattr(subscriber, "send_resource_updated"):  # a 2026-07-28 listen stream
                     await subscriber.send_resource_updated(uri)
                 elif self.notify_session is not None:  # a client session (SessionState)
                     await self.notify_session(subscriber.id, method, {"uri": uri})

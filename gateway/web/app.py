@@ -70,7 +70,7 @@ def jsonrpc_error(status: int, code: int, message: str, headers: dict[str, str] 
 
 
 def send_with_retry_after(send: Send) -> Send:
-    """Add ``Retry-After`` to the SDK's 503 (session limit) answers so clients back off instead of failing."""
+    """Add ``Retry-After`` to a 503 (session limit) answer that lacks one, so clients back off instead of failing."""
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start" and message["status"] == 413:
