@@ -30,14 +30,27 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+_started_umask: int | None = None  # the umask before restrict_umask(), for the servers the gateway starts
+
+
 def restrict_umask() -> int:
     """Make every file and directory this process creates private to its owner, whatever the
     umask it was started with (server logs, homes, audit files, the database's -wal/-shm).
-    The umask only ever loses bits here; the processes the gateway starts inherit it.
-    Returns the umask the process had before."""
+    The umask only ever loses bits here. Returns the umask the process had before; the servers
+    the gateway starts get that one back (:func:`server_umask`)."""
+    global _started_umask
     before = os.umask(0o077)
     os.umask(before | 0o077)
+    if _started_umask is None:
+        _started_umask = before
     return before
+
+
+def server_umask() -> int:
+    """The umask for a server process: the one the gateway was started with, so files a server
+    writes into a read-write directory get the user's usual modes, not the gateway's private
+    0600. -1 (keep the current one) when the umask was never restricted."""
+    return -1 if _started_umask is None else _started_umask
 
 
 def _random_key() -> str:

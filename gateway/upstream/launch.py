@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.catalog.config import ServerSettings
 from gateway.catalog.entries import CatalogEntry
+from gateway.store.datadir import server_umask
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONFIG_REF = re.compile(r"\{\{\s*([a-zA-Z0-9_-]+)\.([a-zA-Z0-9_.-]+)\s*\}\}")
@@ -154,6 +155,7 @@ def spawn(spec: LaunchSpec) -> subprocess.Popen[bytes]:
         cwd=spec.cwd,
         start_new_session=True,
         bufsize=0,
+        umask=server_umask(),  # not the gateway's own 077: see restrict_umask()
     )
 
 
