@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +21,7 @@ from gateway.catalog.entries import Catalog, CatalogEntry, CatalogError
 from gateway.catalog.paths import check_paths
 from gateway.core.auth import AuthError, Principal, TokenService
 from gateway.core.router import SandboxRouter
+from gateway.core.sandbox_update import changed_servers, merge_servers
 from gateway.features.redaction import NO_REDACTION, Redactor
 from gateway.settings import Settings
 from gateway.store.datadir import DataDir
@@ -91,6 +92,7 @@ class Gateway:
         self._last_used: dict[str, float] = {}
         self._expires: dict[str, float | None] = {}  # live routers' sandbox expiry
         self._generations: dict[str, str] = {}  # live routers' sandbox generation
+        self._reuse: dict[str, dict[str, UpstreamServer]] = {}  # running servers an update carries over
         # (sandbox, jti) of revoked tokens, checked on every request (see revoke_token)
         self._revoked: frozenset[tuple[str, str]] = self._load_revocations()
         self._background: set[asyncio.Task[Any]] = set()
@@ -190,6 +192,41 @@ class Gateway:
         self.store.create(sandbox)
         return sandbox
 
+    async def update_sandbox(self, sandbox_id: str, mcp: Any) -> tuple[Sandbox, list[str]] | None:
+        """Apply an ``mcp`` patch (see :mod:`gateway.core.sandbox_update`) to a stored sandbox.
+
+        Returns the sandbox as stored and the names of the servers that changed, or None when
+        there is no such sandbox. The generation stays, so its tokens keep working. With a live
+        router, a new router takes over at once: it carries over the running servers whose
+        settings did not change (same process), and the changed or removed ones are stopped
+        (a changed one starts again, with its new settings, on its next use).
+        Raises :class:`CatalogError` for a bad patch, :class:`SandboxError` from the store.
+        """
+        current = self.sandbox(sandbox_id)
+        if current is None:
+            return None
+        servers = merge_servers(self.catalog, current.servers, mcp)
+        check_paths(self.catalog.entries, servers, self.data.path)
+        changed = changed_servers(current.servers, servers)
+        if not changed:
+            return current, []
+        updated = self.store.put(replace(current, servers=servers))
+        old = self._routers.get(sandbox_id)
+        if old is None:
+            return updated, changed
+        self._reuse[sandbox_id] = {n: s for n, s in old.servers.items() if n in servers and n not in changed}
+        try:
+            router = self._build_router(updated)
+        finally:
+            self._reuse.pop(sandbox_id, None)
+        self._routers[sandbox_id] = router
+        kept = {id(server) for server in router.servers.values()}
+        stale = [server for server in old.servers.values() if id(server) not in kept]
+        await asyncio.gather(*(s.stop() for s in stale), return_exceptions=True)
+        for kind in ("tools", "prompts", "resources"):
+            await self.notify_list_changed(sandbox_id, kind)
+        return updated, changed
+
     def router(self, sandbox_id: str) -> SandboxRouter:
         self._last_used[sandbox_id] = time.monotonic()
         router = self._routers.get(sandbox_id)
@@ -215,14 +252,24 @@ class Gateway:
         prefixes: dict[str, str] = {}
         fingerprints: dict[str, str] = {}
         router_ref: list[SandboxRouter] = []
+        reuse = self._reuse.get(sandbox.id, {})
+
+        def owner(server: UpstreamServer) -> SandboxRouter | None:
+            """The router serving ``server`` now: a newer one after an update carried it over."""
+            live = self._routers.get(sandbox.id)
+            if live is not None and live.servers.get(server.name) is server:
+                return live
+            return router_ref[0] if router_ref else None
 
         async def list_changed(server: UpstreamServer, kind: str) -> None:
-            if router_ref:
-                await router_ref[0].server_lists_changed(server, kind)
+            router = owner(server)
+            if router is not None:
+                await router.server_lists_changed(server, kind)
 
         async def server_notification(server: UpstreamServer, method: str, params: dict[str, Any]) -> None:
-            if router_ref:
-                await router_ref[0].server_notification(server, method, params)
+            router = owner(server)
+            if router is not None:
+                await router.server_notification(server, method, params)
 
         for name, server_settings in sandbox.servers.items():
             try:
@@ -232,6 +279,10 @@ class Gateway:
                 continue
             prefixes[name] = entry.tool_prefix
             fingerprints[name] = settings_key(entry, server_settings)
+            if name in reuse:  # an update left its settings alone: the running server carries over
+                servers[name] = reuse[name]
+                servers[name].redactor = redactor
+                continue
             if entry.remote is not None:  # reached over HTTP, not spawned
                 from gateway.upstream.remote import RemoteServer
 

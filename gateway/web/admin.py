@@ -5,6 +5,8 @@ Routes (all need the admin key as ``Authorization: Bearer <admin key>``):
 - ``POST /admin/sandboxes`` ``{"id"?, "mcp": {...}, "ttl"?, "discovery"?}`` -> 201
   ``{"id", "mcp_url", "mcp_token", "servers"}``
 - ``GET /admin/sandboxes`` -> ``{"sandboxes": [...]}``; ``GET /admin/sandboxes/{id}`` -> one
+- ``PATCH /admin/sandboxes/{id}`` ``{"mcp": {server: {...} | null}}`` -> the sandbox and
+  ``"changed"`` (the servers set, replaced or removed; see gateway.core.sandbox_update)
 - ``DELETE /admin/sandboxes/{id}`` -> 204
 - ``POST /admin/sandboxes/{id}/token`` ``{"ttl"?, "servers"?, "tools"?}`` -> ``{"mcp_token"}``
 - ``POST /admin/tokens/revoke`` ``{"token"}`` or ``{"jti", "sandbox"}`` -> ``{"revoked": true, ...}``
@@ -45,6 +47,7 @@ MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 DISCOVERY_MODES = ("auto", "on", "off")
 CREATE_KEYS = ("id", "mcp", "ttl", "discovery", "pinned")
 TOKEN_KEYS = ("ttl", "servers", "tools")
+UPDATE_KEYS = ("mcp",)
 
 
 class ApiError(Exception):
@@ -212,6 +215,33 @@ async def create(request: Request, gateway: Gateway) -> Response:
     return JSONResponse(answer, status_code=201)
 
 
+async def update(request: Request, gateway: Gateway, sandbox_id: str) -> Response:
+    sandbox_id = sandbox_id_from(sandbox_id)
+    body = json_object(await read_json(request, gateway.settings.max_body_bytes), UPDATE_KEYS, ("mcp",))
+    find_sandbox(gateway, sandbox_id)  # 404 before any complaint about the config
+    if not isinstance(body["mcp"], dict):
+        example = '{"time": {}, "githubOfficial": {"githubPersonalAccessToken": "..."}, "notion": null}'
+        raise ApiError(400, "invalid_config", f"'mcp' must be a JSON object like {example}")
+    try:
+        check_pulled(gateway, sorted(parse_mcp_config(gateway.catalog, _set_servers(body["mcp"]))))
+        result = await gateway.update_sandbox(sandbox_id, body["mcp"])
+    except CatalogError as exc:
+        raise ApiError(400, "invalid_config", str(exc)) from None
+    except SandboxError as exc:
+        raise ApiError(500, "store_error", str(exc)) from None
+    if result is None:
+        raise ApiError(404, "not_found", f"no sandbox {sandbox_id!r}")
+    sandbox, changed = result
+    if changed:
+        logger.info("sandbox %s updated (changed: %s)", sandbox.id, ", ".join(changed))
+    return JSONResponse({**sandbox.public(), "changed": changed})
+
+
+def _set_servers(mcp: dict[str, Any]) -> dict[str, Any]:
+    """The servers a patch sets (not those it removes with null)."""
+    return {key: value for key, value in mcp.items() if value is not None}
+
+
 def listing(gateway: Gateway) -> Response:
     try:
         sandboxes = [s for s in gateway.store.all() if not s.expired]
@@ -291,6 +321,9 @@ def routes(gateway: Gateway) -> list[Route]:
     async def delete_one(request: Request) -> Response:
         return await delete(gateway, request.path_params["sandbox_id"])
 
+    async def patch_one(request: Request) -> Response:
+        return await update(request, gateway, request.path_params["sandbox_id"])
+
     async def post_token(request: Request) -> Response:
         return await new_token(request, gateway, request.path_params["sandbox_id"])
 
@@ -300,7 +333,7 @@ def routes(gateway: Gateway) -> list[Route]:
         return await revoke(request, gateway)
 
     collection = guarded(gateway, {"GET": get_collection, "POST": post_collection})
-    one = guarded(gateway, {"GET": get_one, "DELETE": delete_one})
+    one = guarded(gateway, {"GET": get_one, "PATCH": patch_one, "DELETE": delete_one})
     token = guarded(gateway, {"POST": post_token})
     revocation = guarded(gateway, {"POST": post_revoke})
     return [
