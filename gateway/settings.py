@@ -33,6 +33,7 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY
     max_inflight_per_sandbox: int = 64  # concurrent POSTs to /mcp per sandbox before 429
     max_sessions: int = 10_000
+    max_sessions_per_sandbox: int = 1_000  # open sessions of one sandbox before its next gets 503
     call_timeout: float = 300.0
     start_timeout: float = 60.0
     idle_timeout: float = 900.0  # stop a sandbox's servers after this long without calls

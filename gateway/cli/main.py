@@ -136,6 +136,13 @@ def add_serve(commands: Any) -> None:
         help="open MCP sessions (all sandboxes) before a new one gets 503",
     )
     add(
+        "--max-sessions-per-sandbox",
+        type=positive_int,
+        default=1_000,
+        metavar="N",
+        help="open MCP sessions of one sandbox before its next one gets 503 (others are not affected)",
+    )
+    add(
         "--idle-timeout",
         type=seconds,
         default=900.0,

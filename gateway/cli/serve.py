@@ -65,6 +65,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         idle_timeout=args.idle_timeout,
         max_inflight_per_sandbox=args.max_concurrent_requests,
         max_sessions=args.max_sessions,
+        max_sessions_per_sandbox=args.max_sessions_per_sandbox,
         grace_period=args.grace_period,
         catalog_files=tuple(Path(f) for f in args.catalog),
         header_timeout=args.header_timeout,

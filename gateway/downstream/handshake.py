@@ -76,6 +76,7 @@ class HandshakeEndpoint:
         self.pipeline = pipeline
         self.store = store
         self.max_sessions = gateway.settings.max_sessions
+        self.max_per_sandbox = gateway.settings.max_sessions_per_sandbox
         self.max_body = gateway.settings.max_body_bytes
         self.live: dict[str, LiveSession] = {}
         self.active = 0  # requests that went upstream, in flight (a graceful shutdown waits for them)
@@ -112,6 +113,12 @@ class HandshakeEndpoint:
     async def _open(self, principal: Principal, version: str, params: dict[str, Any]) -> LiveSession | None:
         await self.sweep()
         if self.max_sessions and await self.store.count() >= self.max_sessions:
+            logger.warning("Refusing to open a new session: %d sessions are already open", self.max_sessions)
+            return None
+        if self.max_per_sandbox and await self.store.count(principal.sandbox) >= self.max_per_sandbox:
+            logger.warning(
+                "Refusing to open a new session of sandbox %s: it has %d open", principal.sandbox, self.max_per_sandbox
+            )
             return None
         capabilities = params.get("capabilities")
         client_info = params.get("clientInfo")
@@ -223,7 +230,6 @@ class HandshakeEndpoint:
         version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
         live = await self._open(principal, version, params)
         if live is None:
-            logger.warning("Refusing to open a new session: %d sessions are already open", self.max_sessions)
             await wire.respond_error(send, 503, INTERNAL_ERROR, "Too many open sessions", retry_after="5")
             return
         toolcache.warm(self.gateway, principal)  # its first tools/list comes next
