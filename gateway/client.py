@@ -84,6 +84,8 @@ class SandboxInfo:
     expires_at: str | None = None
     # Set by create_sandbox and new_token (list/get mint none); kept out of repr() and logs.
     mcp_token: str | None = field(default=None, repr=False)
+    # Set by update_sandbox: the servers the update set, replaced or removed (those restarted).
+    changed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +97,13 @@ class Sandbox(SandboxInfo):
     def delete(self) -> None:
         assert self._client is not None
         self._client.delete_sandbox(self.id)
+
+    def update(self, mcp: dict[str, Any]) -> list[str]:
+        """Apply an ``mcp`` patch (see :meth:`GatewayClient.update_sandbox`); returns the changed servers."""
+        assert self._client is not None
+        updated = self._client.update_sandbox(self.id, mcp)
+        self.servers, self.changed = updated.servers, updated.changed
+        return self.changed
 
     def new_token(
         self, ttl: float | None = None, servers: list[str] | None = None, tools: list[str] | None = None
@@ -117,6 +126,13 @@ class AsyncSandbox(SandboxInfo):
     async def delete(self) -> None:
         assert self._client is not None
         await self._client.delete_sandbox(self.id)
+
+    async def update(self, mcp: dict[str, Any]) -> list[str]:
+        """Apply an ``mcp`` patch (see :meth:`AsyncGatewayClient.update_sandbox`); returns the changed servers."""
+        assert self._client is not None
+        updated = await self._client.update_sandbox(self.id, mcp)
+        self.servers, self.changed = updated.servers, updated.changed
+        return self.changed
 
     async def new_token(
         self, ttl: float | None = None, servers: list[str] | None = None, tools: list[str] | None = None
@@ -178,6 +194,7 @@ def _info(data: dict[str, Any], mcp_url: str) -> dict[str, Any]:
         "created_at": data.get("created_at"),
         "expires_at": data.get("expires_at"),
         "mcp_token": data.get("mcp_token"),
+        "changed": list(data.get("changed") or []),
     }
 
 
@@ -252,6 +269,12 @@ class GatewayClient(_Base):
 
     def delete_sandbox(self, sandbox_id: str) -> None:
         self._request("DELETE", f"/admin/sandboxes/{_quote(sandbox_id)}")
+
+    def update_sandbox(self, sandbox_id: str, mcp: dict[str, Any]) -> Sandbox:
+        """Update a live sandbox in place: each server in ``mcp`` gets exactly these settings
+        (added if new), a server given as ``None`` is removed, the others stay as they are.
+        Only the changed servers restart (listed in ``.changed``); its tokens keep working."""
+        return self._sandbox(self._request("PATCH", f"/admin/sandboxes/{_quote(sandbox_id)}", {"mcp": mcp}))
 
     def new_token(
         self,
@@ -330,6 +353,11 @@ class AsyncGatewayClient(_Base):
 
     async def delete_sandbox(self, sandbox_id: str) -> None:
         await self._request("DELETE", f"/admin/sandboxes/{_quote(sandbox_id)}")
+
+    async def update_sandbox(self, sandbox_id: str, mcp: dict[str, Any]) -> AsyncSandbox:
+        """Update a live sandbox in place (see :meth:`GatewayClient.update_sandbox`)."""
+        data = await self._request("PATCH", f"/admin/sandboxes/{_quote(sandbox_id)}", {"mcp": mcp})
+        return await self._sandbox(data)
 
     async def new_token(
         self,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from gateway.client import AsyncGatewayClient, GatewayClient, GatewayError
 from tests.sandbox_helpers import CATALOG, create, text_of
-from tests.support import RunningGateway, start_gateway
+from tests.support import REPO, RunningGateway, start_gateway
 
 OLD_SECRET = "old-canary-secret-5f1e0c"
 NEW_SECRET = "new-canary-secret-a93b72"
@@ -121,3 +126,46 @@ def test_a_bad_update_is_refused_as_on_create(gateway: RunningGateway, body: Any
 def test_updating_a_missing_sandbox_is_404(gateway: RunningGateway) -> None:
     response = patch(gateway, "no-such-sandbox", {"mcp": {"plain": {}}})
     assert response.status_code == 404 and response.json()["error"] == "not_found"
+
+
+def test_the_python_client_updates_a_sandbox(gateway: RunningGateway) -> None:
+    with GatewayClient(gateway.base_url, admin_key=gateway.admin_key) as client:
+        sandbox = client.create_sandbox(mcp={"plain": {}})
+        assert sandbox.update({"canary": {"canaryToken": NEW_SECRET}}) == ["canary"]
+        assert sandbox.servers == ["canary", "plain"]
+        assert client.get_sandbox(sandbox.id).servers == ["canary", "plain"]
+        with pytest.raises(GatewayError) as refused:
+            client.update_sandbox(sandbox.id, {"nosuch": {}})
+    assert refused.value.status == 400 and refused.value.error == "invalid_config"
+
+
+async def test_the_async_python_client_updates_a_sandbox(gateway: RunningGateway) -> None:
+    async with AsyncGatewayClient(gateway.base_url, admin_key=gateway.admin_key) as client:
+        sandbox = await client.create_sandbox(mcp={"plain": {}, "canary": {"canaryToken": OLD_SECRET}})
+        updated = await client.update_sandbox(sandbox.id, {"plain": None})
+    assert updated.servers == ["canary"] and updated.changed == ["plain"]
+
+
+def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
+    command = [sys.executable, "-m", "gateway", *args]
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, cwd=REPO, env=environment, timeout=60)
+
+
+def test_the_cli_updates_a_sandbox_from_standard_input(gateway: RunningGateway) -> None:
+    sandbox = create(gateway, {"plain": {}})
+    config = json.dumps({"canary": {"canaryToken": NEW_SECRET}})
+    result = cli(
+        "sandbox", "update", sandbox["id"], "--config", "-", "--json", "--data-dir", str(gateway.data_dir), stdin=config
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"id": sandbox["id"], "servers": ["canary", "plain"], "changed": ["canary"]}
+    assert NEW_SECRET not in result.stdout + result.stderr
+
+
+def test_the_cli_reports_a_bad_update_on_one_line(gateway: RunningGateway) -> None:
+    sandbox = create(gateway, {"plain": {}})
+    result = cli("sandbox", "update", sandbox["id"], "--config", '{"nosuch": {}}', "--data-dir", str(gateway.data_dir))
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nosuch" in lines[0] and "HTTP 400" in lines[0], result.stderr

@@ -1,4 +1,4 @@
-"""``mcp-gateway sandbox create | list | delete`` and ``mcp-gateway token revoke``: the admin API of a
+"""``mcp-gateway sandbox create | list | update | delete`` and ``mcp-gateway token revoke``: the admin API of a
 running gateway, from a shell.
 
 The gateway is found with ``--url`` or the data dir's ``gateway.json`` (what the last
@@ -44,7 +44,9 @@ def _connection_flags(parser: argparse.ArgumentParser) -> None:
 
 def register(commands: Any) -> None:
     sandbox = commands.add_parser("sandbox", help="create, list and delete sandboxes of a running gateway")
-    actions = sandbox.add_subparsers(dest="sandbox_command", metavar="create|list|delete", parser_class=type(sandbox))
+    actions = sandbox.add_subparsers(
+        dest="sandbox_command", metavar="create|list|update|delete", parser_class=type(sandbox)
+    )
     actions.required = True
 
     create = actions.add_parser("create", help="create a sandbox; prints its MCP URL and token")
@@ -59,6 +61,17 @@ def register(commands: Any) -> None:
     listing.add_argument("--json", action="store_true")
     _connection_flags(listing)
     listing.set_defaults(handler=cmd_list)
+
+    update = actions.add_parser(
+        "update", help="change a live sandbox's servers and secrets; only changed servers restart"
+    )
+    update.add_argument("id", metavar="ID")
+    update.add_argument(
+        "--config", required=True, help="servers to set (JSON object each) or remove (null): JSON, @FILE or -"
+    )
+    update.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    _connection_flags(update)
+    update.set_defaults(handler=cmd_update)
 
     delete = actions.add_parser("delete", help="delete a sandbox: its servers stop, its secrets are erased")
     delete.add_argument("id", metavar="ID")
@@ -181,6 +194,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(3)]
     for row in table:
         print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    check_sandbox_id(args.id)
+    config = read_config_argument(args.config)
+    try:
+        with _client(args) as client:
+            sandbox = client.update_sandbox(args.id, config)
+    except GatewayError as exc:
+        raise _fail(exc) from None
+    if args.json:
+        print(json.dumps({"id": sandbox.id, "servers": sandbox.servers, "changed": sandbox.changed}, indent=2))
+        return 0
+    print(f"Sandbox: {sandbox.id}")
+    print(f"Servers: {', '.join(sandbox.servers) or 'none'}")
+    print(f"Changed: {', '.join(sandbox.changed) or 'nothing'}")
     return 0
 
 
