@@ -119,6 +119,26 @@ def test_ready_is_printed_once_the_port_answers(tmp_path: Path) -> None:
     assert process.returncode == 0
 
 
+def test_with_hide_token_the_ready_line_names_the_token_file_instead(tmp_path: Path) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")]
+    env = {**os.environ, "MCP_GATEWAY_HIDE_TOKEN": "1"}
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("Ready:"):
+                break
+        else:
+            pytest.fail("no Ready line")
+        token = (tmp_path / "d" / "token").read_text().strip()
+        assert token not in line and f"$(cat {tmp_path / 'd' / 'token'})" in line
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=30)
+    assert token not in errors
+
+
 def test_lock_file_is_private(gateway_factory: Callable[..., RunningGateway]) -> None:
     gateway = gateway_factory(["--runtime", "host"])
     assert os.stat(gateway.data_dir / "gateway.lock").st_mode & 0o077 == 0

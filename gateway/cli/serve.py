@@ -306,6 +306,9 @@ def run_gateway(
     return 0
 
 
+HIDE_TOKEN_ENV = "MCP_GATEWAY_HIDE_TOKEN"
+
+
 def print_ready(settings: Settings, data: DataDir, servers: dict[str, ServerSettings], token: str | None) -> None:
     out = sys.stdout
     print(f"MCP endpoint: {settings.mcp_url}", file=out)
@@ -318,7 +321,9 @@ def print_ready(settings: Settings, data: DataDir, servers: dict[str, ServerSett
         print(f"Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url}", file=out)
     elif token:
         print(f"Token written to {data.token_file}", file=out)
-        header = f'--header "Authorization: Bearer {token}"'
+        # $MCP_GATEWAY_HIDE_TOKEN=1 (the container image): the log names the file, never the token.
+        shown = f"$(cat {data.token_file})" if os.environ.get(HIDE_TOKEN_ENV) == "1" else token
+        header = f'--header "Authorization: Bearer {shown}"'
         print(f"Ready: claude mcp add --transport http mcp-gateway {settings.mcp_url} {header}", file=out)
     else:
         print(f"Ready: {settings.mcp_url} (tokens of the external issuer)", file=out)
