@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.core.pipeline import RpcError
-from gateway.downstream.relay import RELAYED_REQUESTS, log_message, progress_message
+from gateway.downstream.relay import RELAYED_REQUESTS, log_message, progress_message, relay_refusal
 from gateway.features.redaction import Redactor
 from gateway.upstream.errors import INVALID_PARAMS, METHOD_NOT_FOUND, UpstreamError
 
@@ -77,11 +77,9 @@ class ModernChannel:
             await self.reply.notify("notifications/message", forwarded)
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        needed = RELAYED_REQUESTS.get(method)
-        if needed is None:
-            raise UpstreamError(f"{method} is not relayed to clients", METHOD_NOT_FOUND)
-        if not self.caller.declares(needed):
-            raise UpstreamError(f"the client did not declare the {needed} capability", METHOD_NOT_FOUND)
+        refusal = relay_refusal(method, params, self.caller.capabilities)
+        if refusal is not None:
+            raise UpstreamError(refusal, METHOD_NOT_FOUND)
         if self.exchange is None:
             raise UpstreamError(f"{method} cannot be relayed for this request", METHOD_NOT_FOUND)
         return await self.exchange.ask(method, self.redactor.value(params))

@@ -7,6 +7,7 @@ server requests look the same whichever path served the call.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.features.redaction import Redactor
@@ -14,6 +15,25 @@ from gateway.features.redaction import Redactor
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 # Server-to-client requests an upstream may send during a call -> the client capability they need.
 RELAYED_REQUESTS = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+
+
+def relay_refusal(method: str, params: Mapping[str, Any], capabilities: Mapping[str, Any]) -> str | None:
+    """Why a server-to-client request cannot go to this client (None: it may).
+
+    ``capabilities`` is what the client declared. A client declaring ``elicitation: {}`` (or only
+    ``form``) supports form mode alone (MCP 2025-11-25), so a URL-mode ``elicitation/create`` needs
+    an ``elicitation.url`` key, even though the gateway itself declares URL mode upstream.
+    """
+    needed = RELAYED_REQUESTS.get(method)
+    if needed is None:
+        return f"{method} is not relayed to clients"
+    declared = capabilities.get(needed)
+    if declared is None:
+        return f"the client did not declare the {needed} capability"
+    if method == "elicitation/create" and params.get("mode") == "url":
+        if not isinstance(declared, Mapping) or declared.get("url") is None:
+            return "the client did not declare URL-mode elicitation"
+    return None
 
 
 def progress_message(params: dict[str, Any], token: Any, redactor: Redactor) -> dict[str, Any]:

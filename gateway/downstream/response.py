@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.downstream import wire
-from gateway.downstream.relay import LOG_LEVELS, RELAYED_REQUESTS, progress_message
+from gateway.downstream.relay import LOG_LEVELS, progress_message, relay_refusal
 from gateway.upstream.errors import METHOD_NOT_FOUND, UpstreamError
 
 if TYPE_CHECKING:
@@ -133,11 +133,9 @@ class PostResponse:
         await self._event(orjson.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": forwarded}))
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        needed = RELAYED_REQUESTS.get(method)
-        if needed is None:
-            raise UpstreamError(f"{method} is not relayed to clients", METHOD_NOT_FOUND)
-        if self.live.state.capabilities.get(needed) is None:
-            raise UpstreamError(f"the client did not declare the {needed} capability", METHOD_NOT_FOUND)
+        refusal = relay_refusal(method, params, self.live.state.capabilities)
+        if refusal is not None:
+            raise UpstreamError(refusal, METHOD_NOT_FOUND)
         if self.finished:
             raise UpstreamError(f"the request that could carry {method} to the client is over", METHOD_NOT_FOUND)
         request_id = f"gw-{next(self.live.ids)}"
