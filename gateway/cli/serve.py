@@ -25,6 +25,8 @@ from gateway.cli.listen import listen_socket
 from gateway.core.auth import TokenService
 from gateway.core.gateway import Gateway
 from gateway.downstream.http_limits import limited_protocol
+from gateway.downstream.modern_listen import close_all as close_listen_streams
+from gateway.downstream.relay import active_requests
 from gateway.logs import configure_logging
 from gateway.settings import Settings
 from gateway.store.datadir import DataDir, DataDirBusy, write_private
@@ -146,18 +148,19 @@ def call_grace(grace_period: float) -> float:
 
 
 class GatewayUvicorn(uvicorn.Server):
-    """uvicorn, with a graceful shutdown that fits a gateway.
+    """uvicorn, with a graceful shutdown that fits a gateway (through uvicorn's public hooks only).
 
-    On SIGTERM/SIGINT uvicorn stops accepting connections, then waits for every open connection
-    to close. An MCP client's event stream (GET /mcp) never closes by itself, so that wait would
-    always last the whole grace period; here it lasts until no upstream-bound request (a tool
-    call, a prompt, a resource read) is in progress, or the grace period (less the time kept to
-    stop the servers) is over. The lifespan's shutdown then stops every server. A second SIGINT
-    still forces the exit. Unlike plain uvicorn, the caught signal is not raised again on the
-    way out: a graceful stop exits 0.
-
-    Event streams (a session's GET stream) are ended here once the calls are done, not at the
-    signal: a stream still waiting for a call's answer must get it first.
+    On SIGTERM/SIGINT plain uvicorn stops accepting connections, then waits for every open
+    connection to close. An MCP client's event stream (a GET stream, a ``subscriptions/listen``)
+    never closes by itself, so that wait would always last the whole grace period. Here the
+    signal first starts a drain, run from uvicorn's tick (``on_tick``) before uvicorn's own
+    shutdown begins: it lasts until no upstream-bound request (a tool call, a prompt, a resource
+    read) is in progress, or until the grace period (less the time kept to stop the servers) is
+    over, when the calls still running are failed with a clear error. Then the event streams are
+    ended (a stream still waiting for a call's answer gets it first), and uvicorn's shutdown finds
+    only connections that are about to close. The lifespan's shutdown then stops every server. A
+    second SIGINT still forces the exit. Unlike plain uvicorn, the caught signal is not raised
+    again on the way out: a graceful stop exits 0.
     """
 
     def __init__(self, config: uvicorn.Config, gateway: Gateway, on_ready: Callable[[], None] | None = None) -> None:
@@ -165,6 +168,7 @@ class GatewayUvicorn(uvicorn.Server):
         self.gateway = gateway
         self.on_ready = on_ready
         self.endpoint = getattr(getattr(config.app, "state", None), "mcp", None)  # McpEndpoint
+        self.drained = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's start-up; then (serving, the lifespan done) the ready lines."""
@@ -179,9 +183,15 @@ class GatewayUvicorn(uvicorn.Server):
         else:
             self.should_exit = True
 
-    def busy(self) -> bool:
-        from gateway.downstream.relay import active_requests
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's tick; once it says stop, drain the gateway before uvicorn's shutdown starts."""
+        should_exit = await super().on_tick(counter)
+        if should_exit and not self.drained and not self.force_exit:
+            self.drained = True
+            await self.drain()
+        return should_exit
 
+    def busy(self) -> bool:
         upstream = sum(
             server.connection.in_flight
             for router in list(self.gateway.live_routers().values())
@@ -196,12 +206,14 @@ class GatewayUvicorn(uvicorn.Server):
             for server in router.servers.values():
                 server.abort_calls("the gateway is shutting down (grace period over)")
 
-    async def _wait_tasks_to_complete(self) -> None:
+    async def drain(self) -> None:
         """Wait for the calls in flight; when the grace for calls is over, fail them with a clear error.
 
-        The failed calls are answered (an error, not a cut stream) before the servers are stopped.
-        uvicorn's own timeout (a little longer) stays as the backstop.
+        The failed calls are answered (an error, not a cut stream) before the servers are stopped;
+        then every event stream ends. uvicorn's own timeout (a little longer) stays the backstop.
         """
+        for server in self.servers:  # stop accepting connections at once, as uvicorn's shutdown would
+            server.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call_grace(self.gateway.settings.grace_period)
         idle_polls = 0
@@ -218,6 +230,7 @@ class GatewayUvicorn(uvicorn.Server):
         finally:
             if self.endpoint is not None:  # end the idle event streams (GET /mcp) too
                 self.endpoint.end_streams()
+            close_listen_streams()
 
 
 def serve(args: argparse.Namespace) -> int:
