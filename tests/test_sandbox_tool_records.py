@@ -7,13 +7,17 @@ sandbox's definitions never count as a change of another's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.catalog.config import ServerSettings
 from gateway.features.pinning import ToolLedger
+from gateway.store.datadir import DataDir
 from tests.sandbox_helpers import create
 from tests.support import RunningGateway, fixture_entry
 
@@ -109,3 +113,18 @@ def test_ledger_keeps_each_settings_fingerprint_apart(tmp_path) -> None:  # type
     assert ledger.admit("s", "srv", "tool", tool, "fp1")
     assert ledger.admit("s", "srv", "tool", {**tool, "description": "two"}, "fp2")
     assert not ledger.admit("s", "srv", "tool", {**tool, "description": "two"}, "fp1")
+
+
+async def test_record_names_hold_a_settings_fingerprint_keyed_per_data_dir(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    sandbox = create(gateway, {"var": {"count": "2", "flavor": "abc"}})
+    await tools_of(gateway, sandbox["mcp_token"])
+    [name] = [p.stem for p in (gateway.data_dir / "toolcache" / "var").glob("*.json")]
+    fingerprint = name.rsplit(".", 1)[1]
+    settings = ServerSettings(name="var", config={"count": "2", "flavor": "abc"})
+    material = json.dumps({"secrets": {}, "config": dict(settings.config)}, sort_keys=True)
+    assert fingerprint != hashlib.sha256(material.encode()).hexdigest()[:32]  # not the unkeyed hash
+    assert fingerprint == settings.fingerprint(DataDir.locate(gateway.data_dir).fingerprint_key())
+    other = DataDir.open(tmp_path / "other-data").fingerprint_key()
+    assert settings.fingerprint(other) != fingerprint

@@ -7,6 +7,7 @@ validated per-server settings: the secrets (by dotted secret name) and the confi
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import sys
 from collections.abc import Mapping
@@ -32,13 +33,16 @@ class ServerSettings:
     def from_json(cls, data: Mapping[str, Any]) -> ServerSettings:
         return cls(name=data["name"], secrets=dict(data.get("secrets", {})), config=dict(data.get("config", {})))
 
-    def fingerprint(self) -> str:
-        """A hash of the config and secret values: equal settings give equal fingerprints.
+    def fingerprint(self, key: bytes) -> str:
+        """A keyed hash (HMAC-SHA256) of the config and secret values: equal settings give equal
+        fingerprints under the same ``key``.
 
-        Only the hash is ever stored (tool records, the tool ledger), never a value.
+        Only the fingerprint is ever stored (tool record file names, tool ledger keys), never a
+        value. It is keyed (``DataDir.fingerprint_key``) so that whoever can read those names
+        cannot confirm a guessed short secret by hashing it.
         """
         material = json.dumps({"secrets": dict(self.secrets), "config": dict(self.config)}, sort_keys=True, default=str)
-        return hashlib.sha256(material.encode()).hexdigest()[:32]
+        return hmac.new(key, material.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def entry_key(entry: CatalogEntry) -> str:
@@ -53,9 +57,10 @@ def entry_key(entry: CatalogEntry) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def settings_key(entry: CatalogEntry, settings: ServerSettings) -> str:
-    """The effective settings of one server in one sandbox: catalog entry + that sandbox's values (hashed)."""
-    return f"{entry_key(entry)}.{settings.fingerprint()}"
+def settings_key(entry: CatalogEntry, settings: ServerSettings, key: bytes) -> str:
+    """The effective settings of one server in one sandbox: catalog entry + that sandbox's values
+    (hashed with ``key``, see :meth:`ServerSettings.fingerprint`)."""
+    return f"{entry_key(entry)}.{settings.fingerprint(key)}"
 
 
 def secret_key_aliases(entry: CatalogEntry, secret_name: str) -> list[str]:

@@ -83,6 +83,7 @@ class Gateway:
         self.data = data
         self.store = store
         self.tokens = tokens
+        self._fingerprint_key = data.fingerprint_key()  # keys settings fingerprints
         self.started_at = time.time()
         self._routers: dict[str, SandboxRouter] = {}
         self._listeners: dict[str, set[Listener]] = {}
@@ -278,7 +279,7 @@ class Gateway:
                 logger.warning("sandbox %s enables %s, which is no longer in the catalog", sandbox.id, name)
                 continue
             prefixes[name] = entry.tool_prefix
-            fingerprints[name] = settings_key(entry, server_settings)
+            fingerprints[name] = settings_key(entry, server_settings, self._fingerprint_key)
             if name in reuse:  # an update left its settings alone: the running server carries over
                 servers[name] = reuse[name]
                 servers[name].redactor = redactor

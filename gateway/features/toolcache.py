@@ -9,12 +9,14 @@ without starting anything. Servers then start on their first call (or in the bac
 - File: ``<data-dir>/toolcache/<server>/<key>.json``
   ``{"version": 1, "key": ..., "updated_at": ..., "tools": [...], "prompts": [...],
   "resources": [...], "resource_templates": [...]}``. ``key`` is a hash of the catalog entry's
-  ``command``/``install``/``image``/``remote``/``env`` and of the sandbox's config and secret values
-  for the server (:func:`gateway.catalog.config.settings_key`). A server's tools may depend on its
-  configuration, so there is one record per effective configuration: sandboxes with the same
-  settings share it (a new sandbox is answered at once), a sandbox with other config or secrets
-  never sees another's tools. A changed entry or changed values read as "never seen", and so do
-  records of older versions (``toolcache/<server>.json``, one per server).
+  ``command``/``install``/``image``/``remote``/``env`` and a hash of the sandbox's config and secret
+  values for the server, keyed with a key derived from the data dir's ``secrets.key`` so a short
+  secret cannot be guessed from the name (:func:`gateway.catalog.config.settings_key`). A server's
+  tools may depend on its configuration, so there is one record per effective configuration:
+  sandboxes with the same settings share it (a new sandbox is answered at once), a sandbox with
+  other config or secrets never sees another's tools. A changed entry or changed values read as
+  "never seen", and so do records keyed the older, unkeyed way and records of older versions
+  (``toolcache/<server>.json``, one per server).
   Without a record, the tool list that ``pull`` wrote (``servers/<name>/tools.json``) is used.
 - Written whenever a server (re)starts or sends a list_changed, with the sandbox's secret values
   replaced first (no secret value is ever kept in a record; the key holds only a hash).

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -114,6 +116,13 @@ class DataDir:
             return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
         return self._key("secrets.key", fernet_key)
+
+    def fingerprint_key(self) -> bytes:
+        """The key of settings fingerprints (tool record names, tool ledger keys).
+
+        A sub-key derived from :meth:`secrets_key`, so the sealing key itself is never used to hash.
+        """
+        return hmac.new(self.secrets_key().encode(), b"settings-fingerprint", hashlib.sha256).digest()
 
     def admin_key(self) -> str:
         # Hex, so a key never starts with "-" and passes cleanly as `--admin-key KEY`.
