@@ -223,3 +223,12 @@ def test_a_down_gateway_is_one_line(tmp_path: Path) -> None:
 def test_no_gateway_json_is_one_line(tmp_path: Path) -> None:
     one_line_error(cli("sandbox", "list", "--data-dir", str(tmp_path / "none")), "gateway.json", "--url")
     assert not (tmp_path / "none").exists()
+
+
+def test_mcp_gateway_url_finds_the_gateway_without_its_data_dir(gateway: RunningGateway, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "no-gateway-here"
+    env = {"MCP_GATEWAY_URL": gateway.url, "MCP_GATEWAY_ADMIN_KEY": gateway.admin_key}
+    result = cli("sandbox", "list", "--data-dir", str(elsewhere), env=env)
+    assert result.returncode == 0, result.stderr
+    missing = cli("sandbox", "list", "--data-dir", str(elsewhere), env={"MCP_GATEWAY_ADMIN_KEY": gateway.admin_key})
+    one_line_error(missing, "no gateway found")

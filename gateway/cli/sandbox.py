@@ -37,7 +37,9 @@ def _positive_seconds(value: str) -> float:
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="the gateway's base URL (default: from the data dir's gateway.json)")
+    parser.add_argument(
+        "--url", help="the gateway's base URL (default $MCP_GATEWAY_URL, else from the data dir's gateway.json)"
+    )
     parser.add_argument("--data-dir", help="data directory (default $MCP_GATEWAY_HOME or ~/.mcp-gateway)")
     parser.add_argument("--admin-key", help="admin key (default $MCP_GATEWAY_ADMIN_KEY or DATA_DIR/admin.key)")
 
@@ -103,8 +105,10 @@ def _data_dir(args: argparse.Namespace) -> DataDir:
 
 
 def base_url(args: argparse.Namespace) -> str:
-    if args.url:
-        return str(args.url).rstrip("/")
+    url = args.url or os.environ.get("MCP_GATEWAY_URL")
+    if url:
+        url = str(url).rstrip("/")
+        return url[: -len("/mcp")] if url.endswith("/mcp") else url
     data = _data_dir(args)
     public_url = data.read_state().get("public_url")
     if not isinstance(public_url, str) or not public_url:
