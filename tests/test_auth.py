@@ -180,8 +180,13 @@ def test_protected_resource_metadata_names_the_mcp_url(gateway: RunningGateway) 
     assert response.status_code == 200
     body = response.json()
     assert body["resource"] == gateway.url
-    assert body["authorization_servers"]
     assert httpx.get(gateway.base_url + "/.well-known/openid-configuration").status_code == 404
+
+
+def test_builtin_tokens_name_no_authorization_server_and_say_where_tokens_come_from(gateway: RunningGateway) -> None:
+    body = httpx.get(gateway.base_url + "/.well-known/oauth-protected-resource").json()
+    assert "authorization_servers" not in body  # no dead-end registration at the gateway
+    assert "mcp-gateway token" in body["mcp_gateway_tokens"]
 
 
 def test_decoded_claims_round_trip_as_json(gateway: RunningGateway) -> None:

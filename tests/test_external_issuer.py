@@ -110,6 +110,16 @@ def test_public_key_file_verifies_the_issuers_tokens(
     assert status(gateway, mint(key, alg, gateway.url, iss="https://other.example")) == 401
 
 
+def test_protected_resource_metadata_names_the_external_issuer(
+    gateway_factory: Callable[..., RunningGateway], tmp_path: Path
+) -> None:
+    pem = tmp_path / "issuer.pem"
+    pem.write_bytes(public_pem(new_key("ES256")))
+    gateway = gateway_factory(["--servers", "fix", "--jwt-public-key", str(pem), "--issuer", ISSUER], catalog=CATALOG)
+    body = httpx.get(gateway.base_url + "/.well-known/oauth-protected-resource").json()
+    assert body["authorization_servers"] == [ISSUER]
+
+
 def test_hmac_token_signed_with_the_public_key_is_refused(
     gateway_factory: Callable[..., RunningGateway], tmp_path: Path
 ) -> None:

@@ -230,18 +230,33 @@ def _version() -> str:
     return __version__
 
 
+TOKEN_INSTRUCTIONS = (
+    "This gateway issues its own tokens; there is no authorization server to log in to. Get a token from"
+    " its operator (mcp-gateway token, or POST /admin/sandboxes/{id}/token) and send it as"
+    " Authorization: Bearer <token>."
+)
+
+
 async def protected_resource(request: Request) -> Response:
+    """RFC 9728 metadata for ``/mcp``.
+
+    With an external issuer (``--jwt-public-key``/``--jwks-url`` and an ``--issuer`` URL) it names
+    that issuer, so OAuth-capable clients log in there. With the gateway's own tokens it names no
+    authorization server at all: naming the gateway would send clients to register at an endpoint
+    that does not exist (the "DCR 404" dead end); the metadata says where tokens come from instead.
+    """
     gateway: Gateway = request.app.state.gateway
     settings = gateway.settings
-    issuer = settings.issuer if settings.issuer.startswith("http") else settings.base_url
-    return JSONResponse(
-        {
-            "resource": settings.mcp_url,
-            "authorization_servers": [issuer],
-            "bearer_methods_supported": ["header"],
-            "resource_name": "mcp-sandbox-gateway",
-        }
-    )
+    body: dict[str, Any] = {
+        "resource": settings.mcp_url,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "mcp-sandbox-gateway",
+    }
+    if gateway.tokens.external and settings.issuer.startswith(("https://", "http://")):
+        body["authorization_servers"] = [settings.issuer]
+    else:
+        body["mcp_gateway_tokens"] = TOKEN_INSTRUCTIONS
+    return JSONResponse(body)
 
 
 async def well_known_other(request: Request) -> Response:
