@@ -86,3 +86,6 @@ async def test_healthz_stays_fast_while_a_server_hangs_starting(
         assert hung["state"] == "starting" and pid_alive(hung["pid"])
         listing.cancel()
         await asyncio.gather(listing, return_exceptions=True)
+        # The gateway answers the cancelled request (-32800) at once; let that answer arrive while the
+        # client is still open (the mcp client fails if an answer lands while it is closing).
+        await asyncio.sleep(2)
