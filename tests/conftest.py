@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.servers_cache import pulled_data_dir
@@ -35,3 +36,10 @@ def servers_data_dir(tmp_path: Path) -> Path:
     data.mkdir()
     (data / "servers").symlink_to(cache / "servers", target_is_directory=True)
     return data
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """A plain HTTP client for raw requests to a gateway (headers and bodies as the test writes them)."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        yield client

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,12 +140,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> RunningGateway:
     )
     yield gw
     gw.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=60) as client:
-        yield client
 
 
 async def sessions(gateway: RunningGateway, http: httpx.AsyncClient) -> tuple[RawSession, RawSession]:

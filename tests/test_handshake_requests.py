@@ -32,12 +32,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> RunningGateway:
     gw.stop()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=60) as client:
-        yield client
-
-
 async def events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
     buffer = b""
     async for chunk in response.aiter_bytes():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -38,12 +38,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> RunningGateway:
     gw = start_gateway(["--servers", "fix", "--runtime", "host"], workdir=workdir, catalog=CATALOG, data_dir=data.path)
     yield gw
     gw.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=60) as client:
-        yield client
 
 
 INIT = {

@@ -8,7 +8,7 @@ call, so the check must still see the schema the token sees.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,12 +29,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> RunningGateway:
     gw = start_gateway(["--servers", "fix", "--runtime", "host"], workdir=workdir, catalog=CATALOG)
     yield gw
     gw.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=60) as client:
-        yield client
 
 
 async def call(

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import orjson
-import pytest
 
 from tests.sandbox_helpers import create
 from tests.support import RunningGateway, fixture_entry
@@ -22,12 +21,6 @@ INIT = {
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
 }
 CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "fix__echo", "arguments": {"text": "hi"}}}
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=60) as client:
-        yield client
 
 
 async def initialize(http: httpx.AsyncClient, gateway: RunningGateway, token: str) -> httpx.Response:

@@ -12,7 +12,7 @@ clients here speak raw HTTP (httpx); the URL-mode clients are the real ``mcp`` c
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -35,12 +35,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
     )
     yield gw
     gw.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=60) as client:
-        yield client
 
 
 def messages(response: httpx.Response) -> list[dict[str, Any]]:
